@@ -1,0 +1,73 @@
+# MicroPython's ``time`` module on the emulated board's virtual clock.
+#
+# Shadows the unix port's built-in ``time`` (modules on the search path win over
+# built-ins); the original stays reachable as ``utime``.  asyncio takes its clock from
+# here, and ``select.py`` beside this file advances the clock while asyncio waits, so
+# ``await asyncio.sleep_ms(3_600_000)`` returns at once with an hour elapsed.
+#
+# Wall-clock time follows the ESP32 port: the epoch is 2000-01-01, and the clock starts
+# at the epoch on power-up until the firmware sets the RTC (as after a dead battery).
+import utime
+import vclock
+
+# asyncio's C task queue stamps tasks created with no deadline with the *real* ms tick.
+# Starting the virtual tick at the real tick keeps those stamps "now or earlier" once the
+# virtual clock runs ahead, so such tasks run at once, as they should.
+_BASE_MS = utime.ticks_ms()
+_EPOCH_2000_TO_1970_S = 946684800
+
+# Seconds since 2000-01-01 at virtual time 0; machine.RTC moves it.
+_rtc = [0]
+
+ticks_add = utime.ticks_add
+ticks_diff = utime.ticks_diff
+
+
+def ticks_ms():
+    return utime.ticks_add(_BASE_MS, vclock.now_us() // 1000)
+
+
+def ticks_us():
+    return utime.ticks_add(_BASE_MS * 1000, vclock.now_us())
+
+
+def ticks_cpu():
+    return ticks_us()
+
+
+def sleep_us(us):
+    vclock.advance_us(us)
+
+
+def sleep_ms(ms):
+    vclock.advance_us(ms * 1000)
+
+
+def sleep(s):
+    vclock.advance_us(int(s * 1000000))
+
+
+def time():
+    return _rtc[0] + vclock.now_us() // 1000000
+
+
+def time_ns():
+    return (_rtc[0] * 1000000 + vclock.now_us()) * 1000
+
+
+def gmtime(secs=None):
+    if secs is None:
+        secs = time()
+    return utime.gmtime(secs + _EPOCH_2000_TO_1970_S)
+
+
+localtime = gmtime
+
+
+def mktime(tm):
+    return utime.mktime(tm) - _EPOCH_2000_TO_1970_S
+
+
+def set_time(epoch2000_s):
+    """Used by machine.RTC: make time() read ``epoch2000_s`` now."""
+    _rtc[0] = int(epoch2000_s) - vclock.now_us() // 1000000

@@ -1,0 +1,75 @@
+# Virtual clock of the emulated board.
+#
+# Runs unchanged on MicroPython (inside the firmware's process) and on CPython (tests,
+# the Adafruit conformance check).  Time only moves when something sleeps or waits: an
+# emulated hour passes in the time the firmware needs to process an hour of samples.
+#
+# Every advance is booked to a power state ("awake" or "sleep") so that the energy model
+# can turn the run into hours per charge.
+
+
+class PowerOff(BaseException):
+    """The emulated battery was disconnected (end of the stimulus or of the run).
+
+    A BaseException so that firmware code catching ``Exception`` does not swallow it,
+    just as no code on a real board outlives a power cut."""
+
+
+# [now_us, power_off_at_us (-1: never), awake_us, sleep_us]
+_state = [0, -1, 0, 0]
+_listeners = []
+
+
+def now_us():
+    return _state[0]
+
+
+def now_s():
+    return _state[0] / 1000000
+
+
+def power_off_at_us(t_us):
+    """Cut the power when the clock reaches ``t_us`` (-1: never)."""
+    _state[1] = t_us
+
+
+def advance_us(dt_us, state="awake"):
+    """Let ``dt_us`` microseconds pass with the CPU in ``state`` ("awake" or "sleep")."""
+    if dt_us <= 0:
+        return
+    dt_us = int(dt_us)
+    off = _state[1]
+    if off >= 0 and _state[0] + dt_us >= off:
+        dt_us = off - _state[0]
+        _book(dt_us, state)
+        raise PowerOff()
+    _book(dt_us, state)
+
+
+def _book(dt_us, state):
+    if dt_us > 0:
+        _state[0] += dt_us
+        if state == "sleep":
+            _state[3] += dt_us
+        else:
+            _state[2] += dt_us
+    for fn in _listeners:
+        fn(_state[0])
+
+
+def on_advance(fn):
+    """Call ``fn(now_us)`` after every advance (device models catch up on their own time)."""
+    _listeners.append(fn)
+
+
+def accounting():
+    """(awake_us, sleep_us) booked so far."""
+    return _state[2], _state[3]
+
+
+def reset(t_us=0):
+    _state[0] = t_us
+    _state[1] = -1
+    _state[2] = 0
+    _state[3] = 0
+    del _listeners[:]
