@@ -16,9 +16,6 @@ import vclock
 _BASE_MS = utime.ticks_ms()
 _EPOCH_2000_TO_1970_S = 946684800
 
-# Seconds since 2000-01-01 at virtual time 0; machine.RTC moves it.
-_rtc = [0]
-
 ticks_add = utime.ticks_add
 ticks_diff = utime.ticks_diff
 
@@ -48,11 +45,11 @@ def sleep(s):
 
 
 def time():
-    return _rtc[0] + vclock.now_us() // 1000000
+    return vclock.rtc_s()
 
 
 def time_ns():
-    return (_rtc[0] * 1000000 + vclock.now_us()) * 1000
+    return (vclock.rtc_s() * 1000000 + vclock.now_us() % 1000000) * 1000
 
 
 def gmtime(secs=None):
@@ -66,8 +63,3 @@ localtime = gmtime
 
 def mktime(tm):
     return utime.mktime(tm) - _EPOCH_2000_TO_1970_S
-
-
-def set_time(epoch2000_s):
-    """Used by machine.RTC: make time() read ``epoch2000_s`` now."""
-    _rtc[0] = int(epoch2000_s) - vclock.now_us() // 1000000

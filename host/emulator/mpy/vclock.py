@@ -15,8 +15,9 @@ class PowerOff(BaseException):
     just as no code on a real board outlives a power cut."""
 
 
-# [now_us, power_off_at_us (-1: never), awake_us, sleep_us]
-_state = [0, -1, 0, 0]
+# [now_us, power_off_at_us (-1: never), awake_us, sleep_us, rtc_s_at_zero]
+# rtc_s_at_zero: the wall clock (seconds since 2000-01-01, the ESP32 epoch) at virtual time 0.
+_state = [0, -1, 0, 0, 0]
 _listeners = []
 
 
@@ -67,9 +68,20 @@ def accounting():
     return _state[2], _state[3]
 
 
+def rtc_s():
+    """Wall-clock seconds since 2000-01-01 as the board's RTC reads them now."""
+    return _state[4] + _state[0] // 1000000
+
+
+def set_rtc_s(epoch2000_s):
+    """Set the board's RTC so that it reads ``epoch2000_s`` now."""
+    _state[4] = int(epoch2000_s) - _state[0] // 1000000
+
+
 def reset(t_us=0):
+    """Back to power-on at ``t_us`` (listeners stay: they belong to the board's hardware)."""
     _state[0] = t_us
     _state[1] = -1
     _state[2] = 0
     _state[3] = 0
-    del _listeners[:]
+    _state[4] = 0

@@ -1,0 +1,192 @@
+# The emulated board: which device models sit on which bus, what the outside world does
+# to the board (button presses, USB power, bus faults), and what the board measures about
+# itself (motor-on time, resets).  `machine.py` asks this module; the runner describes a
+# board in a JSON "board file" that `load()` reads.
+#
+# Runs on MicroPython (inside the firmware's process) and on CPython (tests).
+import json
+
+import vclock
+
+_i2c = {}  # bus id -> {addr: model}
+_i2c_faults = []  # [bus, addr (-1: any), start_us, end_us, errno]
+_pin_events = []  # [t_us, pin, level], sorted by time
+_pin_levels = {}  # pin -> level driven from outside (button, USB sense)
+_pin_irqs = {}  # pin -> Pin object with a handler
+_adc_mv = {}  # pin -> function(now_us) -> millivolts at the pin
+
+# What the board measured about itself.
+stats = {
+    "motor_on_us": 0,
+    "resets": [],
+    "i2c_transactions": 0,
+    "i2c_errors": 0,
+}
+# Reset cause of the current boot, as machine.reset_cause() reports it (1: power-on).
+state = {"reset_cause": 1, "flash_dir": None, "spec": {}}
+
+
+class Reset(BaseException):
+    """The board resets (machine.reset(), watchdog, brown-out); the launcher reboots it."""
+
+    def __init__(self, cause):
+        super().__init__(cause)
+        self.cause = cause
+
+
+def reset_all():
+    _i2c.clear()
+    del _i2c_faults[:]
+    del _pin_events[:]
+    _pin_levels.clear()
+    _pin_irqs.clear()
+    _adc_mv.clear()
+    stats["motor_on_us"] = 0
+    stats["resets"] = []
+    stats["i2c_transactions"] = 0
+    stats["i2c_errors"] = 0
+    state["reset_cause"] = 1
+
+
+# ---- I2C ------------------------------------------------------------------------------
+
+
+def attach_i2c(bus_id, addr, model):
+    """Put a device model (i2c_read/i2c_write) on bus ``bus_id`` at ``addr``."""
+    if bus_id not in _i2c:
+        _i2c[bus_id] = {}
+    _i2c[bus_id][addr] = model
+
+
+def detach_i2c(bus_id, addr):
+    if bus_id in _i2c and addr in _i2c[bus_id]:
+        del _i2c[bus_id][addr]
+
+
+def i2c_devices(bus_id):
+    return _i2c.get(bus_id, {})
+
+
+def add_i2c_fault(bus_id, addr, start_s, end_s, errno_code=116):
+    """Make transactions to ``addr`` (-1: any) fail with OSError(errno_code) in [start, end)."""
+    _i2c_faults.append([bus_id, addr, int(start_s * 1000000), int(end_s * 1000000), errno_code])
+
+
+def i2c_fault(bus_id, addr):
+    """The errno a transaction now would fail with, or 0."""
+    now = vclock.now_us()
+    for f in _i2c_faults:
+        if f[0] == bus_id and (f[1] < 0 or f[1] == addr) and f[2] <= now < f[3]:
+            return f[4]
+    return 0
+
+
+# ---- Pins driven from outside ------------------------------------------------------------
+
+
+def drive_pin(t_s, pin, level):
+    """Schedule the outside world setting ``pin`` to ``level`` at ``t_s``."""
+    _pin_events.append([int(t_s * 1000000), pin, level])
+    _pin_events.sort(key=lambda e: e[0])
+
+
+def press_button(pin, at_s, hold_s, active_level=0):
+    drive_pin(at_s, pin, active_level)
+    drive_pin(at_s + hold_s, pin, 1 - active_level)
+
+
+def pin_level(pin, default):
+    return _pin_levels.get(pin, default)
+
+
+def register_irq(pin, pin_obj):
+    _pin_irqs[pin] = pin_obj
+
+
+def next_pin_event_us():
+    """Virtual time of the next outside pin change (-1: none)."""
+    return _pin_events[0][0] if _pin_events else -1
+
+
+def _fire_pin_events(now_us):
+    while _pin_events and _pin_events[0][0] <= now_us:
+        t_us, pin, level = _pin_events.pop(0)
+        old = _pin_levels.get(pin, 1 - level)
+        _pin_levels[pin] = level
+        obj = _pin_irqs.get(pin)
+        if obj is not None and old != level:
+            obj._edge(old, level)
+
+
+vclock.on_advance(_fire_pin_events)
+
+
+# ---- Analogue inputs ---------------------------------------------------------------------
+
+
+def set_adc_source(pin, fn):
+    """``fn(now_us) -> millivolts`` at the ADC pin."""
+    _adc_mv[pin] = fn
+
+
+def adc_mv(pin):
+    fn = _adc_mv.get(pin)
+    return fn(vclock.now_us()) if fn else 0
+
+
+# ---- Board files -------------------------------------------------------------------------
+
+
+def _battery_fn(spec, usb):
+    # A LiPo cell falling linearly from full_mv to empty_mv over the run, seen through the
+    # board's divider; while USB power is present the charger holds it near full.
+    full_mv = spec.get("full_mv", 4150)
+    empty_mv = spec.get("empty_mv", 3950)
+    hours = spec.get("hours_to_empty", 60.0)
+    divider = spec.get("divider", 2.0)
+
+    def fn(now_us):
+        for a, b in usb:
+            if a <= now_us < b:
+                return int(4180 / divider)
+        frac = now_us / (hours * 3600e6)
+        if frac > 1:
+            frac = 1
+        return int((full_mv - (full_mv - empty_mv) * frac) / divider)
+
+    return fn
+
+
+def load(path):
+    """Build the board described by the JSON board file at ``path``."""
+    import lsm6ds_model
+    import stimulus
+
+    with open(path) as f:
+        spec = json.load(f)
+    state["spec"] = spec
+    state["flash_dir"] = spec.get("flash_dir")
+    if spec.get("start_time_2000") is not None:
+        vclock.set_rtc_s(spec["start_time_2000"])
+    for s in spec.get("sensors", ()):
+        src = stimulus.StimulusSource(s["stimulus"])
+        model = lsm6ds_model.LSM6DSModel(
+            s.get("variant", "LSM6DSO"), src, seed=s.get("seed", 0), noise=s.get("noise", True)
+        )
+        attach_i2c(s.get("bus", 0), s.get("addr", 0x6A), model)
+    for f in spec.get("i2c_faults", ()):
+        add_i2c_fault(f.get("bus", 0), f.get("addr", -1), f["start_s"], f["end_s"], f.get("errno", 116))
+    for b in spec.get("buttons", ()):
+        for at_s, hold_s in b.get("presses", ()):
+            press_button(b["pin"], at_s, hold_s, b.get("active_level", 0))
+    usb = [(int(a * 1e6), int(b * 1e6)) for a, b in spec.get("usb_power", ())]
+    pins = spec.get("pins", {})
+    if "usb_sense" in pins:
+        for a, b in usb:
+            drive_pin(a / 1e6, pins["usb_sense"], 1)
+            drive_pin(b / 1e6, pins["usb_sense"], 0)
+    if "battery_adc" in pins:
+        set_adc_source(pins["battery_adc"], _battery_fn(spec.get("battery", {}), usb))
+    if spec.get("power_off_s") is not None:
+        vclock.power_off_at_us(int(spec["power_off_s"] * 1000000))
+    return spec
