@@ -1,0 +1,135 @@
+# Append-only record log on the board's flash.
+#
+# Records are framed by shared/protocol.py (seq, type, len, payload, crc32) and appended to
+# segment files "<first seq, 8 hex digits>.seg" in one folder.  Every append is flushed, so
+# a power cut loses at most the record being written; at boot the newest segment is scanned
+# and a torn tail is cut off.  Sequence numbers continue across reboots: the next seq is
+# one past the last valid record, or past the last acknowledged seq (kept in "ack") once
+# every segment has been deleted.
+import os
+
+from micropython import const
+
+import protocol
+
+_SEGMENT_BYTES = const(4096)
+_ACK_FILE = "ack"
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+class LogStore:
+    def __init__(self, folder="log", segment_bytes=_SEGMENT_BYTES):
+        self.folder = folder
+        self.segment_bytes = segment_bytes
+        if not _exists(folder):
+            os.mkdir(folder)
+        self.acked = self._read_ack()
+        self.segments = self._list_segments()
+        self.next_seq = self.acked + 1
+        self._file = None
+        self._size = 0
+        if self.segments:
+            self._recover_tail()
+
+    # ---- boot -----------------------------------------------------------------------
+    def _path(self, first_seq):
+        return "%s/%08x.seg" % (self.folder, first_seq)
+
+    def _list_segments(self):
+        firsts = []
+        for name in os.listdir(self.folder):
+            if name.endswith(".seg") and len(name) == 12:
+                try:
+                    firsts.append(int(name[:8], 16))
+                except ValueError:
+                    pass
+        firsts.sort()
+        return firsts
+
+    def _read_ack(self):
+        try:
+            with open(self.folder + "/" + _ACK_FILE) as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            return 0
+
+    def _recover_tail(self):
+        path = self._path(self.segments[-1])
+        with open(path, "rb") as f:
+            data = f.read()
+        records, valid = protocol.scan_valid_prefix(data)
+        if valid < len(data):
+            # A power cut tore the last record: keep the valid prefix only.
+            with open(path + ".tmp", "wb") as f:
+                f.write(data[:valid])
+            os.rename(path + ".tmp", path)
+        if records:
+            self.next_seq = max(self.next_seq, records[-1].seq + 1)
+        elif valid == 0 and len(self.segments) > 1:
+            # An empty newest segment: the previous one holds the last seq.
+            os.remove(path)
+            self.segments.pop()
+            self._recover_tail()
+            return
+        self._size = valid
+
+    # ---- writing --------------------------------------------------------------------
+    def append(self, rtype, payload):
+        """Store one record durably; returns its seq."""
+        seq = self.next_seq
+        frame = protocol.encode_record(seq, rtype, payload)
+        f = self._file
+        if f is None or self._size + len(frame) > self.segment_bytes:
+            f = self._open_segment(seq, len(frame))
+        f.write(frame)
+        f.flush()
+        self._size += len(frame)
+        self.next_seq = seq + 1
+        return seq
+
+    def _open_segment(self, seq, frame_len):
+        if self._file is None and self.segments and self._size + frame_len <= self.segment_bytes:
+            # First write after boot: the newest segment still has room.
+            self._file = open(self._path(self.segments[-1]), "ab")
+            return self._file
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.segments.append(seq)
+        self._file = open(self._path(seq), "wb")
+        self._size = 0
+        return self._file
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    # ---- reading and acknowledging ----------------------------------------------------
+    def records(self, from_seq=0):
+        """Yield stored records with seq >= from_seq, oldest first."""
+        for first in self.segments:
+            with open(self._path(first), "rb") as f:
+                data = f.read()
+            records, _valid = protocol.scan_valid_prefix(data)
+            for r in records:
+                if r.seq >= from_seq:
+                    yield r
+
+    def ack(self, seq):
+        """The host stored everything up to ``seq``: delete the segments it covers."""
+        if seq <= self.acked:
+            return
+        self.acked = seq
+        with open(self.folder + "/" + _ACK_FILE + ".tmp", "w") as f:
+            f.write(str(seq))
+        os.rename(self.folder + "/" + _ACK_FILE + ".tmp", self.folder + "/" + _ACK_FILE)
+        while len(self.segments) > 1 and self.segments[1] - 1 <= seq:
+            os.remove(self._path(self.segments.pop(0)))

@@ -1,0 +1,154 @@
+"""``posture replay``: run a recording through the real firmware on the emulated board.
+
+The recording (a CSV/CSV.gz in the format of docs/recordings.md, or a named motion
+scenario) drives the emulated IMUs; the firmware runs in the real ``micropython`` command;
+what it logged is read back from its flash and shown as a table, optionally written as JSON
+(``events``, ``minutes``, ``alerts``) and as a per-sample trace CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from emulator.recording import Recording, read_recording
+from emulator.runner import Board, RunResult, SensorSpec, run_recording
+
+VARIANTS = ("LSM6DS3", "LSM6DS3TR-C", "LSM6DSO", "LSM6DSOX", "ISM330DHCX")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="run a recording or scenario through the firmware on the emulated board",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", help="recording .csv/.csv.gz, or scenario:NAME (e.g. scenario:office-hour)")
+    p.add_argument("--config", type=Path, help="JSON file of device settings (config.json overrides)")
+    p.add_argument("--json", dest="json_out", type=Path, help="write events, minutes and alerts as JSON")
+    p.add_argument("--trace", dest="trace_out", type=Path, help="write the per-sample trace as CSV")
+    p.add_argument("--variant", choices=VARIANTS, default="LSM6DSO", help="IMU part on the board")
+    p.add_argument("--seed", type=int, default=1, help="scenario and sensor-noise seed")
+    p.add_argument("--hours", type=float, help="scenario length in hours (scenarios only)")
+    p.add_argument("--no-noise", action="store_true", help="ideal IMU: no noise, bias or drift")
+    p.add_argument("--workdir", type=Path, help="keep the board's flash folder here")
+    p.set_defaults(func=run)
+
+
+def load_source(source: str, seed: int, hours: float | None) -> Recording:
+    if source.startswith("scenario:"):
+        from emulator.scenarios import generate
+
+        kwargs: dict[str, Any] = {"seed": seed}
+        if hours is not None:
+            kwargs["hours"] = hours
+        return generate(source.split(":", 1)[1], **kwargs)
+    path = Path(source)
+    if not path.exists():
+        raise SystemExit(f"posture replay: no such recording: {path} (or use scenario:NAME)")
+    return read_recording(path)
+
+
+def _when(unix_s: int | None) -> str:
+    if not unix_s:
+        return "-"
+    return datetime.fromtimestamp(unix_s, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _event_time(event: dict[str, Any]) -> int | None:
+    for key in ("time", "start", "new"):
+        if key in event:
+            return int(event[key])
+    return None
+
+
+def show(result: RunResult, console: Console, source: str, recording: Recording) -> None:
+    for note in result.notes:
+        console.print(f"[dim]note: {note}[/dim]")
+    events = result.events()
+    summary = Table(title=f"posture replay: {source}", show_header=False)
+    summary.add_row("recording", f"{recording.duration_s:.1f} s at {recording.rate_hz:.2f} Hz, "
+                    f"{recording.n_sensors} sensor(s)")
+    b = result.board
+    summary.add_row("board ran", f"{b.get('t_ms', 0) / 1000:.1f} s virtual; awake {b.get('awake_ms', 0) / 1000:.1f} s, "
+                    f"light sleep {b.get('sleep_ms', 0) / 1000:.1f} s, resets {b.get('resets', 0)}")
+    summary.add_row("records logged", str(len(result.records)))
+    summary.add_row("minute summaries", str(len(result.minutes())))
+    summary.add_row("events", str(len(events)))
+    summary.add_row("alerts", str(len(result.alerts())))
+    if result.trace:
+        summary.add_row("trace samples", str(len(result.trace)))
+    console.print(summary)
+    if events:
+        table = Table(title="events")
+        table.add_column("seq", justify="right")
+        table.add_column("time (UTC)")
+        table.add_column("type")
+        table.add_column("details")
+        for e in events[:200]:
+            details = ", ".join(f"{k}={v}" for k, v in e.items() if k not in ("seq", "type"))
+            table.add_row(str(e["seq"]), _when(_event_time(e)), e["type"], details)
+        if len(events) > 200:
+            table.caption = f"{len(events) - 200} more in --json"
+        console.print(table)
+
+
+def write_json(result: RunResult, path: Path) -> None:
+    doc = {
+        "events": result.events(),
+        "minutes": result.minutes(),
+        "alerts": result.alerts(),
+        "board": result.board,
+        "notes": result.notes,
+    }
+    path.write_text(json.dumps(doc, indent=1))
+
+
+def write_trace(result: RunResult, path: Path) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(result.trace_columns)
+        w.writerows(result.trace)
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console()
+    recording = load_source(args.source, args.seed, args.hours)
+    config: dict[str, Any] = {}
+    if args.config:
+        config = json.loads(args.config.read_text())
+    if args.trace_out:
+        config["trace"] = True
+    board = Board(sensors=[SensorSpec(variant=args.variant, seed=args.seed, noise=not args.no_noise)], config=config)
+    with tempfile.TemporaryDirectory(prefix="posture-replay-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        with Progress(
+            TextColumn("[bold]replaying[/bold]"),
+            BarColumn(),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("replay", total=recording.duration_s)
+            result = run_recording(
+                recording, workdir, board, progress=lambda t: progress.update(task, completed=t)
+            )
+    show(result, console, args.source, recording)
+    if args.json_out:
+        write_json(result, args.json_out)
+        console.print(f"wrote {args.json_out}")
+    if args.trace_out:
+        write_trace(result, args.trace_out)
+        console.print(f"wrote {args.trace_out} ({len(result.trace)} samples)")
+    return 0

@@ -1,0 +1,117 @@
+# Power-on of the emulated board, inside the real `micropython` process.
+#
+#   MICROPYPATH=host/emulator/mpy:.frozen POSTURE_BOARD=board.json micropython launch.py
+#
+# Builds the board from the board file, mounts the board's flash folder as the root
+# filesystem (as LittleFS is on an ESP32), and runs /boot.py and /main.py the way the
+# ESP32 port does, rebooting after machine.reset() or a watchdog reset, until the board
+# file's power-off time.  Messages from the emulator itself go to stderr as "@board ..."
+# lines; stdout belongs to the firmware (its USB serial console).
+import gc
+import os
+import sys
+
+# Everything the emulated hardware needs is imported before the flash is mounted over
+# '/', after which only the board's own files are reachable.
+import asyncio  # noqa: F401  (frozen; imported early so its modules are resident)
+import board
+import json  # noqa: F401
+import lsm6ds_model  # noqa: F401
+import machine
+import select  # noqa: F401
+import stimulus  # noqa: F401
+import time  # noqa: F401
+import vclock
+
+try:
+    import bluetooth  # noqa: F401
+except ImportError:
+    pass
+
+_PROGRESS_EVERY_US = 60 * 1000000
+
+
+def _say(*words):
+    sys.stderr.write("@board " + " ".join([str(w) for w in words]) + "\n")
+
+
+_last_progress = [0]
+
+
+def _progress(now_us):
+    if now_us - _last_progress[0] >= _PROGRESS_EVERY_US:
+        _last_progress[0] = now_us
+        _say("t", now_us // 1000000)
+
+
+def _forget_firmware_modules(resident):
+    for name in list(sys.modules):
+        if name not in resident:
+            del sys.modules[name]
+
+
+def _run_file(path):
+    try:
+        with open(path) as f:
+            code = f.read()
+    except OSError:
+        return False
+    exec(code, {"__name__": "__main__", "__file__": path})
+    return True
+
+
+def main():
+    spec = board.load(os.getenv("POSTURE_BOARD"))
+    flash = spec["flash_dir"]
+    vclock.on_advance(_progress)
+    resident = set(sys.modules)
+    os.mount(os.VfsPosix(flash), "/")
+    os.chdir("/")
+    sys.path[:] = ["", "/lib", ".frozen"]
+    cause = "power_off"
+    while True:
+        gc.collect()
+        # The ROM bootloader's line on the serial console, with the board's own clock.
+        print("@boot t_ms=%d cause=%d" % (vclock.now_us() // 1000, board.state["reset_cause"]))
+        try:
+            _run_file("/boot.py")
+            if not _run_file("/main.py"):
+                _say("no /main.py on the flash: idle at the REPL")
+            # main.py returned: the board sits at the REPL, powered, until power-off.
+            while True:
+                vclock.advance_us(3600 * 1000000)
+        except board.Reset as r:
+            _say("reset", r.cause, "at", vclock.now_us() // 1000)
+            board.stats["resets"].append([vclock.now_us() // 1000, r.cause])
+            board.state["reset_cause"] = r.cause
+            machine._after_reset()
+            _forget_firmware_modules(resident)
+            continue
+        except vclock.PowerOff:
+            break
+        except Exception as e:  # the firmware crashed: on a board it would sit at the REPL
+            sys.print_exception(e)
+            cause = "firmware_crashed"
+            break
+    awake_us, sleep_us = vclock.accounting()
+    _say(
+        "end",
+        cause,
+        "t_ms",
+        vclock.now_us() // 1000,
+        "awake_ms",
+        awake_us // 1000,
+        "sleep_ms",
+        sleep_us // 1000,
+        "motor_ms",
+        board.stats["motor_on_us"] // 1000,
+        "resets",
+        len(board.stats["resets"]),
+        "i2c_errors",
+        board.stats["i2c_errors"],
+    )
+    if cause != "power_off":
+        sys.exit(3)
+
+
+main()
