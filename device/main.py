@@ -7,15 +7,14 @@
 # The processing stages (fusion, posture, activity, alert, summary) plug in at `process`.
 import asyncio
 import time
-
-import machine
+import trace
 
 import clock
 import config
 import eventlog
 import logstore
+import machine
 import sampler
-import trace
 
 FW_VERSION = (0, 1, 0)
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import protocol
-
 from emulator import DEVICE_DIR, MPY_DIR, SHARED_DIR
 from emulator.micropython_cmd import micropython_path
 from emulator.recording import Recording, write_stimulus
@@ -229,8 +228,7 @@ class BoardRunner:
         reader.join(timeout=5)
         if proc.returncode != 0:
             raise FirmwareRunError(
-                "the firmware did not run to power-off (exit %s):\n%s\n--- console ---\n%s"
-                % (proc.returncode, "\n".join(errors[-40:]), "\n".join(console[-20:]))
+                "the firmware did not run to power-off (exit {}):\n{}\n--- console ---\n{}".format(proc.returncode, "\n".join(errors[-40:]), "\n".join(console[-20:]))
             )
         return RunResult(
             records=read_log(self.flash_dir),

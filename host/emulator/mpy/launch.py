@@ -7,20 +7,20 @@
 # ESP32 port does, rebooting after machine.reset() or a watchdog reset, until the board
 # file's power-off time.  Messages from the emulator itself go to stderr as "@board ..."
 # lines; stdout belongs to the firmware (its USB serial console).
-import gc
-import os
-import sys
-
 # Everything the emulated hardware needs is imported before the flash is mounted over
 # '/', after which only the board's own files are reachable.
 import asyncio  # noqa: F401  (frozen; imported early so its modules are resident)
-import board
+import gc
 import json  # noqa: F401
+import os
+import select  # noqa: F401
+import sys
+import time  # noqa: F401
+
+import board
 import lsm6ds_model  # noqa: F401
 import machine
-import select  # noqa: F401
 import stimulus  # noqa: F401
-import time  # noqa: F401
 import vclock
 
 try:
