@@ -6,16 +6,16 @@
 # is reported so that main.py can log a CONFIG event.  The board always boots.
 import json
 
-from micropython import const
+import protocol
 
 PATH = "config.json"
 
-# Problem codes, the CONFIG event's `result` field (shared/protocol.py documents them).
-OK = const(0)
-BAD_JSON = const(1)
-INVALID_VALUE = const(2)
-MISSING_FILE = const(3)
-UNKNOWN_KEY = const(4)
+# Problem codes are the CONFIG event's `result` codes.
+OK = protocol.CONFIG_OK
+BAD_JSON = protocol.CONFIG_BAD_JSON
+INVALID_VALUE = protocol.CONFIG_INVALID_VALUE
+MISSING_FILE = protocol.CONFIG_MISSING_FILE
+UNKNOWN_KEY = protocol.CONFIG_UNKNOWN_KEY
 
 # name: (default, minimum, maximum) for numbers; (default, None, None) for others.
 # Order matters: a key's position is the key index the CONFIG event reports.
@@ -141,9 +141,7 @@ def save(cfg, path=PATH):
 
 def crc(cfg):
     """CRC-32 of the settings in force, so the host can tell which settings a record used."""
-    import binascii
-
     parts = []
     for row in SCHEMA:
         parts.append(repr(cfg[row[0]]))
-    return binascii.crc32(",".join(parts).encode()) & 0xFFFFFFFF
+    return protocol.crc32(",".join(parts).encode())

@@ -66,7 +66,7 @@ def _when(unix_s: int | None) -> str:
 
 
 def _event_time(event: dict[str, Any]) -> int | None:
-    for key in ("time", "start", "new"):
+    for key in ("time_s", "start_s", "new_s"):
         if key in event:
             return int(event[key])
     return None

@@ -53,6 +53,8 @@ class Board:
     usb_power: Sequence[tuple[float, float]] = ()  # (from_s, to_s) on the charger
     i2c_faults: Sequence[dict[str, Any]] = ()  # {"addr", "start_s", "end_s", "errno"}
     attached: Sequence[bool] = (True, True)  # False: the sensor's connector is loose
+    other_devices: Sequence[dict[str, Any]] = ()  # {"addr", "registers": {reg: value}}
+    cpu_stalls: Sequence[dict[str, float]] = ()  # {"at_s", "for_s"}: the CPU hangs
     pins: dict[str, int] = field(
         default_factory=lambda: {"motor": 25, "button": 0, "battery_adc": 35, "usb_sense": 34}
     )
@@ -173,6 +175,8 @@ class BoardRunner:
             "buttons": [{"pin": self.board.pins["button"], "presses": list(self.board.button_presses)}],
             "usb_power": list(self.board.usb_power),
             "i2c_faults": list(self.board.i2c_faults),
+            "other_devices": list(self.board.other_devices),
+            "cpu_stalls": list(self.board.cpu_stalls),
             "pins": self.board.pins,
         }
         (self.workdir / "board.json").write_text(json.dumps(spec_json))

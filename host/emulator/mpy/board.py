@@ -41,6 +41,7 @@ def reset_all():
     _pin_levels.clear()
     _pin_irqs.clear()
     _adc_mv.clear()
+    del _stalls[:]
     stats["motor_on_us"] = 0
     stats["resets"] = []
     stats["i2c_transactions"] = 0
@@ -134,6 +135,44 @@ def adc_mv(pin):
     return fn(vclock.now_us()) if fn else 0
 
 
+# ---- Other devices and CPU stalls ----------------------------------------------------------
+
+
+class RegisterFile:
+    """A plain I2C register device: another chip answering at an address (a wrong part
+    fitted, a different sensor family); reads return what was written or preset."""
+
+    def __init__(self, registers=None):
+        self.regs = bytearray(256)
+        for reg, value in (registers or {}).items():
+            self.regs[int(reg)] = value
+
+    def i2c_read(self, reg, nbytes):
+        return bytes(self.regs[(reg + i) & 0xFF] for i in range(nbytes))
+
+    def i2c_write(self, reg, data):
+        for i in range(len(data)):
+            self.regs[(reg + i) & 0xFF] = data[i]
+
+
+_stalls = []  # [at_us, for_us]
+
+
+def add_cpu_stall(at_s, for_s):
+    """At ``at_s`` the CPU hangs for ``for_s`` (a long flash erase, a stuck driver)."""
+    _stalls.append([int(at_s * 1000000), int(for_s * 1000000)])
+    _stalls.sort(key=lambda x: x[0])
+
+
+def _run_stalls(now_us):
+    while _stalls and _stalls[0][0] <= now_us:
+        _at, dur = _stalls.pop(0)
+        vclock.advance_us(dur)
+
+
+vclock.on_advance(_run_stalls)
+
+
 # ---- Board files -------------------------------------------------------------------------
 
 
@@ -174,6 +213,10 @@ def load(path):
             s.get("variant", "LSM6DSO"), src, seed=s.get("seed", 0), noise=s.get("noise", True)
         )
         attach_i2c(s.get("bus", 0), s.get("addr", 0x6A), model)
+    for d in spec.get("other_devices", ()):
+        attach_i2c(d.get("bus", 0), d["addr"], RegisterFile(d.get("registers")))
+    for st in spec.get("cpu_stalls", ()):
+        add_cpu_stall(st["at_s"], st["for_s"])
     for f in spec.get("i2c_faults", ()):
         add_i2c_fault(f.get("bus", 0), f.get("addr", -1), f["start_s"], f["end_s"], f.get("errno", 116))
     for b in spec.get("buttons", ()):
