@@ -17,7 +17,7 @@ import select  # noqa: F401
 import sys
 import time  # noqa: F401
 
-import board
+import vboard
 import lsm6ds_model  # noqa: F401
 import machine
 import stimulus  # noqa: F401
@@ -61,7 +61,7 @@ def _run_file(path):
 
 
 def main():
-    spec = board.load(os.getenv("POSTURE_BOARD"))
+    spec = vboard.load(os.getenv("POSTURE_BOARD"))
     flash = spec["flash_dir"]
     vclock.on_advance(_progress)
     resident = set(sys.modules)
@@ -72,7 +72,7 @@ def main():
     while True:
         gc.collect()
         # The ROM bootloader's line on the serial console, with the board's own clock.
-        print("@boot t_ms=%d cause=%d" % (vclock.now_us() // 1000, board.state["reset_cause"]))
+        print("@boot t_ms=%d cause=%d" % (vclock.now_us() // 1000, vboard.state["reset_cause"]))
         try:
             _run_file("/boot.py")
             if not _run_file("/main.py"):
@@ -80,10 +80,10 @@ def main():
             # main.py returned: the board sits at the REPL, powered, until power-off.
             while True:
                 vclock.advance_us(3600 * 1000000)
-        except board.Reset as r:
+        except vboard.Reset as r:
             _say("reset", r.cause, "at", vclock.now_us() // 1000)
-            board.stats["resets"].append([vclock.now_us() // 1000, r.cause])
-            board.state["reset_cause"] = r.cause
+            vboard.stats["resets"].append([vclock.now_us() // 1000, r.cause])
+            vboard.state["reset_cause"] = r.cause
             machine._after_reset()
             _forget_firmware_modules(resident)
             continue
@@ -104,11 +104,11 @@ def main():
         "sleep_ms",
         sleep_us // 1000,
         "motor_ms",
-        board.stats["motor_on_us"] // 1000,
+        vboard.stats["motor_on_us"] // 1000,
         "resets",
-        len(board.stats["resets"]),
+        len(vboard.stats["resets"]),
         "i2c_errors",
-        board.stats["i2c_errors"],
+        vboard.stats["i2c_errors"],
     )
     if cause != "power_off":
         sys.exit(3)

@@ -7,7 +7,7 @@
 # when a pin with an IRQ changes, as on the real chip with GPIO wake-up.
 #
 # Runs on MicroPython and on CPython (tests), so: no f-strings with '=', no typing.
-import board
+import vboard
 import vclock
 
 PWRON_RESET = 1
@@ -25,7 +25,7 @@ _EINVAL = 22
 
 
 def reset_cause():
-    return board.state["reset_cause"]
+    return vboard.state["reset_cause"]
 
 
 def wake_reason():
@@ -33,11 +33,11 @@ def wake_reason():
 
 
 def reset():
-    raise board.Reset(HARD_RESET)
+    raise vboard.Reset(HARD_RESET)
 
 
 def soft_reset():
-    raise board.Reset(SOFT_RESET)
+    raise vboard.Reset(SOFT_RESET)
 
 
 def freq(hz=None):
@@ -45,7 +45,7 @@ def freq(hz=None):
 
 
 def unique_id():
-    dev = board.state["spec"].get("device_id", "emulated")
+    dev = vboard.state["spec"].get("device_id", "emulated")
     return bytes(dev.encode())[:6]
 
 
@@ -66,7 +66,7 @@ def lightsleep(time_ms=None):
     """Sleep with RAM kept; wakes at the deadline or on the next outside pin change."""
     now = vclock.now_us()
     wake = now + time_ms * 1000 if time_ms is not None else -1
-    nxt = board.next_pin_event_us()
+    nxt = vboard.next_pin_event_us()
     if nxt >= 0 and (wake < 0 or nxt < wake):
         wake = nxt
     if wake < 0:
@@ -76,7 +76,7 @@ def lightsleep(time_ms=None):
 
 def deepsleep(time_ms=None):
     lightsleep(time_ms)
-    raise board.Reset(DEEPSLEEP_RESET)
+    raise vboard.Reset(DEEPSLEEP_RESET)
 
 
 class Pin:
@@ -111,7 +111,7 @@ class Pin:
             if self._mode == Pin.OUT:
                 return self._out
             default = 1 if self._pull == Pin.PULL_UP else 0
-            return board.pin_level(self.id, default)
+            return vboard.pin_level(self.id, default)
         self._out = 1 if v else 0
 
     def __call__(self, v=None):
@@ -126,7 +126,7 @@ class Pin:
     def irq(self, handler=None, trigger=3, wake=None, hard=False):
         self._handler = handler
         self._trigger = trigger
-        board.register_irq(self.id, self)
+        vboard.register_irq(self.id, self)
 
     def _edge(self, old, new):
         if self._handler is None:
@@ -148,12 +148,12 @@ class I2C:
         pass
 
     def _device(self, addr):
-        board.stats["i2c_transactions"] += 1
-        err = board.i2c_fault(self._bus, addr)
+        vboard.stats["i2c_transactions"] += 1
+        err = vboard.i2c_fault(self._bus, addr)
         if err:
-            board.stats["i2c_errors"] += 1
+            vboard.stats["i2c_errors"] += 1
             raise OSError(err)
-        dev = board.i2c_devices(self._bus).get(addr)
+        dev = vboard.i2c_devices(self._bus).get(addr)
         if dev is None:
             raise OSError(_ENODEV)
         return dev
@@ -164,8 +164,8 @@ class I2C:
 
     def scan(self):
         found = []
-        for addr in sorted(board.i2c_devices(self._bus)):
-            if not board.i2c_fault(self._bus, addr):
+        for addr in sorted(vboard.i2c_devices(self._bus)):
+            if not vboard.i2c_fault(self._bus, addr):
                 found.append(addr)
         return found
 
@@ -226,8 +226,8 @@ class PWM:
 
     def _book(self):
         now = vclock.now_us()
-        if self._duty > 0 and self._pin == board.state["spec"].get("pins", {}).get("motor"):
-            board.stats["motor_on_us"] += (now - self._since) * self._duty // 65535
+        if self._duty > 0 and self._pin == vboard.state["spec"].get("pins", {}).get("motor"):
+            vboard.stats["motor_on_us"] += (now - self._since) * self._duty // 65535
         self._since = now
 
     def init(self, freq=None, duty_u16=None):
@@ -277,11 +277,11 @@ class ADC:
         pass
 
     def read_uv(self):
-        return board.adc_mv(self._pin) * 1000
+        return vboard.adc_mv(self._pin) * 1000
 
     def read_u16(self):
         # 11 dB attenuation: about 0-3.1 V full scale.
-        v = board.adc_mv(self._pin) * 65535 // 3100
+        v = vboard.adc_mv(self._pin) * 65535 // 3100
         return 65535 if v > 65535 else v
 
     def read(self):
@@ -325,10 +325,16 @@ def _wdt_check(now_us):
     w = _wdt[0]
     if w is not None and now_us - w._fed > w._timeout_us:
         _wdt[0] = None
-        raise board.Reset(WDT_RESET)
+        raise vboard.Reset(WDT_RESET)
+
+
+def _wdt_deadline():
+    w = _wdt[0]
+    return w._fed + w._timeout_us + 1 if w is not None else -1
 
 
 vclock.on_advance(_wdt_check)
+vclock.add_deadline(_wdt_deadline)
 
 
 def _after_reset():

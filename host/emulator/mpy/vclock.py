@@ -19,6 +19,7 @@ class PowerOff(BaseException):
 # rtc_s_at_zero: the wall clock (seconds since 2000-01-01, the ESP32 epoch) at virtual time 0.
 _state = [0, -1, 0, 0, 0]
 _listeners = []
+_deadlines = []
 
 
 def now_us():
@@ -35,16 +36,26 @@ def power_off_at_us(t_us):
 
 
 def advance_us(dt_us, state="awake"):
-    """Let ``dt_us`` microseconds pass with the CPU in ``state`` ("awake" or "sleep")."""
+    """Let ``dt_us`` microseconds pass with the CPU in ``state`` ("awake" or "sleep").
+
+    Time stops at every deadline a hardware model announced (a watchdog expiry, a button
+    edge) on the way, so that model acts at its own moment and not at the end of the wait."""
     if dt_us <= 0:
         return
-    dt_us = int(dt_us)
+    target = _state[0] + int(dt_us)
     off = _state[1]
-    if off >= 0 and _state[0] + dt_us >= off:
-        dt_us = off - _state[0]
-        _book(dt_us, state)
-        raise PowerOff()
-    _book(dt_us, state)
+    while True:
+        step_to = target
+        for fn in _deadlines:
+            d = fn()
+            if _state[0] < d < step_to:
+                step_to = d
+        if off >= 0 and step_to >= off:
+            _book(off - _state[0], state)
+            raise PowerOff()
+        _book(step_to - _state[0], state)
+        if step_to >= target:
+            return
 
 
 def _book(dt_us, state):
@@ -56,6 +67,11 @@ def _book(dt_us, state):
             _state[2] += dt_us
     for fn in _listeners:
         fn(_state[0])
+
+
+def add_deadline(fn):
+    """``fn() -> us`` of the model's next moment of its own (-1: none); waits stop there."""
+    _deadlines.append(fn)
 
 
 def on_advance(fn):

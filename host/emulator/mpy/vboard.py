@@ -120,6 +120,7 @@ def _fire_pin_events(now_us):
 
 
 vclock.on_advance(_fire_pin_events)
+vclock.add_deadline(next_pin_event_us)
 
 
 # ---- Analogue inputs ---------------------------------------------------------------------
@@ -171,6 +172,7 @@ def _run_stalls(now_us):
 
 
 vclock.on_advance(_run_stalls)
+vclock.add_deadline(lambda: _stalls[0][0] if _stalls else -1)
 
 
 # ---- Board files -------------------------------------------------------------------------
