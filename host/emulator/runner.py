@@ -46,6 +46,7 @@ class Board:
 
     sensors: Sequence[SensorSpec] = (SensorSpec(),)
     config: dict[str, Any] = field(default_factory=dict)
+    config_text: str | None = None  # written verbatim instead of `config` (a damaged file)
     device_id: str = "emulated-1"
     start_unix_s: int | None = 1_767_600_000  # None: the RTC starts at 2000-01-01 (dead battery)
     power_off_s: float | None = None  # None: when the recording ends
@@ -140,7 +141,8 @@ class BoardRunner:
         cfg = dict(self.board.config)
         cfg.setdefault("device_id", self.board.device_id)
         cfg.setdefault("imu_addrs", list(IMU_ADDRESSES[: recording.n_sensors]))
-        (self.flash_dir / "config.json").write_text(json.dumps(cfg))
+        text = self.board.config_text if self.board.config_text is not None else json.dumps(cfg)
+        (self.flash_dir / "config.json").write_text(text)
         notes = []
         sensors = []
         for i in range(recording.n_sensors):

@@ -1,0 +1,776 @@
+# The wire contract between the posture device and its host: record framing, record
+# payload layouts, the enumerations they use, and CRC-32.
+#
+# This one file runs unchanged on MicroPython (the firmware imports it as `protocol`) and on
+# CPython (the host companion).  So: no f-strings with '=', no dataclasses, typing, enum or abc
+# at runtime, only struct formats MicroPython knows, and `const()` from micropython where it
+# exists.  docs/protocol.md describes every byte; keep the two in step.
+#
+# Record framing (little-endian), CRC-32 (IEEE 802.3, as zlib.crc32) over seq..payload:
+#
+#     seq:u32 | type:u8 | len:u8 | payload (len bytes) | crc32:u32
+#
+# Error contract: decoding any byte string either returns records or raises ProtocolError.
+# A returned record has passed its CRC, has a known type code and a payload that parses for
+# that type.  Encoders check every value's range and raise ProtocolError instead of wrapping.
+#
+# Versioning: a released payload layout never changes.  A new layout gets a new type code
+# (the old code stays decodable), and PROTOCOL_VERSION goes up whenever a type code, a
+# framing rule or (later) a GATT characteristic is added.  Reserved bits must be zero, so a
+# layout cannot grow silently.
+import struct
+
+try:
+    from micropython import const  # pyright: ignore[reportAssignmentType]
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+PROTOCOL_VERSION = const(1)
+
+
+class ProtocolError(ValueError):
+    """Bytes that are not a valid record, or values a record cannot carry."""
+
+
+class UnknownRecordType(ProtocolError):
+    """A record with a good CRC but a type code this protocol version does not define.
+
+    Raised instead of guessing: the host is older than the device and must be updated."""
+
+
+# ---- record type codes ------------------------------------------------------------------
+# 0 and 255 are never used (zero-filled and erased flash).
+MINUTE = const(1)
+BOUT = const(2)
+ALERT = const(3)
+CALIBRATION = const(4)
+BUTTON = const(5)
+BOOT = const(6)
+SENSOR_FAULT = const(7)
+BATTERY = const(8)
+TIME_SET = const(9)
+CONFIG = const(10)
+GAP = const(11)
+
+RECORD_NAMES = {
+    MINUTE: "minute",
+    BOUT: "bout",
+    ALERT: "alert",
+    CALIBRATION: "calibration",
+    BUTTON: "button",
+    BOOT: "boot",
+    SENSOR_FAULT: "sensor_fault",
+    BATTERY: "battery",
+    TIME_SET: "time_set",
+    CONFIG: "config",
+    GAP: "gap",
+}
+RECORD_CODES = {name: code for code, name in RECORD_NAMES.items()}
+
+# ---- enumerations (index = code on the wire) ----------------------------------------------
+# Activity classes, the order of the minute summary's activity seconds.
+ACTIVITIES = ("lying", "static", "moving", "walking", "not_worn")
+ACTIVITY_LYING = const(0)
+ACTIVITY_STATIC = const(1)
+ACTIVITY_MOVING = const(2)
+ACTIVITY_WALKING = const(3)
+ACTIVITY_NOT_WORN = const(4)
+
+# BOOT.reset_cause.  Codes 1..5 equal MicroPython's machine.*_RESET constants, so the
+# firmware can log machine.reset_cause() as it is; 0 is what the ESP32 port returns when it
+# cannot tell.  (The ESP32 port reports a brownout as PWRON_RESET.)
+RESET_CAUSES = ("unknown", "power_on", "hard", "wdt", "deepsleep", "soft", "brownout")
+RESET_UNKNOWN = const(0)
+RESET_POWER_ON = const(1)
+RESET_HARD = const(2)
+RESET_WDT = const(3)
+RESET_DEEPSLEEP = const(4)
+RESET_SOFT = const(5)
+RESET_BROWNOUT = const(6)
+
+# SENSOR_FAULT.kind
+FAULT_KINDS = ("missing", "whoami_mismatch", "i2c_error", "fifo_overflow", "recovered")
+FAULT_MISSING = const(0)
+FAULT_WHOAMI_MISMATCH = const(1)
+FAULT_I2C_ERROR = const(2)
+FAULT_FIFO_OVERFLOW = const(3)
+FAULT_RECOVERED = const(4)
+
+# ALERT.outcome
+OUTCOMES = ("corrected", "snoozed", "suppressed", "timed_out")
+OUTCOME_CORRECTED = const(0)
+OUTCOME_SNOOZED = const(1)
+OUTCOME_SUPPRESSED = const(2)
+OUTCOME_TIMED_OUT = const(3)
+
+# CALIBRATION.method and CALIBRATION.sensor
+CALIBRATION_METHODS = ("button", "command", "auto_walk")
+CAL_BUTTON = const(0)
+CAL_COMMAND = const(1)
+CAL_AUTO_WALK = const(2)
+SENSORS = ("upper", "lower")
+SENSOR_UPPER = const(0)  # between the shoulder blades, I2C 0x6A
+SENSOR_LOWER = const(1)  # lower thoracic spine, I2C 0x6B
+
+# BUTTON.action
+BUTTON_ACTIONS = ("short", "long", "double", "task_switch")
+BUTTON_SHORT = const(0)
+BUTTON_LONG = const(1)
+BUTTON_DOUBLE = const(2)
+BUTTON_TASK_SWITCH = const(3)
+
+# CONFIG.source and CONFIG.result (device/lib/config.py uses the same result codes)
+CONFIG_SOURCES = ("file", "defaults_fallback", "ble", "button")
+CONFIG_FROM_FILE = const(0)
+CONFIG_FROM_DEFAULTS = const(1)
+CONFIG_FROM_BLE = const(2)
+CONFIG_FROM_BUTTON = const(3)
+CONFIG_RESULTS = ("ok", "bad_json", "invalid_value", "missing_file", "unknown_key")
+CONFIG_OK = const(0)
+CONFIG_BAD_JSON = const(1)
+CONFIG_INVALID_VALUE = const(2)
+CONFIG_MISSING_FILE = const(3)
+CONFIG_UNKNOWN_KEY = const(4)
+
+# ---- histogram bins -----------------------------------------------------------------------
+# Flexion and absolute inclination: 20 bins, bin 0 is < 0 deg, bin k (1..18) is
+# [5(k-1), 5k) deg, bin 19 is >= 90 deg.  Lateral bend: 5 bins split at these edges
+# (< -20, [-20, -10), [-10, 10), [10, 20), >= 20 deg), positive towards the wearer's right.
+ANGLE_BINS = const(20)
+ANGLE_EDGES_DEG = (0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 75, 80, 85, 90)
+LATERAL_BINS = const(5)
+LATERAL_EDGES_DEG = (-20, -10, 10, 20)
+
+# A posture bout (BOUT event, MINUTE.longest_bout_s) is a continuous spell with flexion
+# above BOUT_THRESHOLD_DEG; a BOUT event is logged when it lasted longer than BOUT_MIN_S.
+BOUT_THRESHOLD_DEG = const(20)
+BOUT_MIN_S = const(4)
+
+# ALERT.time_to_correct_s on the wire when the posture was never corrected (decodes to None)
+NOT_CORRECTED = const(0xFFFF)
+
+
+def angle_bin(angle_ddeg):
+    """Flexion / inclination bin index (0..19) of an angle in tenths of a degree."""
+    angle_ddeg = int(angle_ddeg)
+    if angle_ddeg < 0:
+        return 0
+    if angle_ddeg >= 900:
+        return 19
+    return 1 + angle_ddeg // 50
+
+
+def lateral_bin(angle_ddeg):
+    """Lateral-bend bin index (0..4) of an angle in tenths of a degree."""
+    angle_ddeg = int(angle_ddeg)
+    if angle_ddeg < -200:
+        return 0
+    if angle_ddeg < -100:
+        return 1
+    if angle_ddeg < 100:
+        return 2
+    if angle_ddeg < 200:
+        return 3
+    return 4
+
+
+# ---- CRC-32 -------------------------------------------------------------------------------
+_crc_table = None
+
+
+def _crc32_table_driven(data, crc=0):
+    """CRC-32 (IEEE, reflected, poly 0xEDB88320) for builds without binascii.crc32."""
+    global _crc_table
+    table = _crc_table
+    if table is None:
+        # Built on first use only: 1 KB the board spends only when binascii lacks crc32.
+        from array import array
+
+        table = array("I", bytes(1024))
+        for i in range(256):
+            c = i
+            for _ in range(8):
+                c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+            table[i] = c
+        _crc_table = table
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+try:
+    from binascii import crc32 as _binascii_crc32
+
+    def crc32(data, crc=0):
+        """CRC-32 of `data` (bytes-like), continuing from `crc`; equals zlib.crc32."""
+        return _binascii_crc32(data, crc)
+
+except ImportError:  # some ESP32 builds have no binascii.crc32
+    crc32 = _crc32_table_driven
+
+
+# ---- value checks -------------------------------------------------------------------------
+_U8 = const(0xFF)
+_U16 = const(0xFFFF)
+_U32 = 0xFFFFFFFF  # not const(): above the ESP32's small-int range
+_MAX_DDEG = const(1800)
+_MAX_MG = const(16000)  # the LSM6DS family's largest full scale is 16 g
+_MINUTE_S = const(60)
+
+
+def _int_in(where, value, lo, hi):
+    # bool is not an int subclass on MicroPython: accept it on both as 0/1.
+    if value is True or value is False:
+        value = int(value)
+    if not isinstance(value, int):
+        raise ProtocolError("%s must be an integer, got %r" % (where, value))
+    if value < lo or value > hi:
+        raise ProtocolError("%s = %d is outside %d..%d" % (where, value, lo, hi))
+    return value
+
+
+# ---- fixed-layout events ------------------------------------------------------------------
+# type -> (struct format, fields); a field is (name, lowest, highest, none_code): values
+# outside lowest..highest are refused, and none_code (when not None) is the wire value that
+# stands for None ("not measured").  The field order is the wire order.
+_TIME = ("time_s", 0, _U32, None)
+_START = ("start_s", 0, _U32, None)
+
+_EVENTS = {
+    BOUT: (
+        "<IHhh",
+        (
+            _START,
+            ("duration_s", 1, _U16, None),
+            ("mean_flexion_ddeg", -_MAX_DDEG, _MAX_DDEG, None),
+            ("peak_flexion_ddeg", -_MAX_DDEG, _MAX_DDEG, None),
+        ),
+    ),
+    ALERT: (
+        "<IHhHBB",
+        (
+            _START,
+            ("duration_s", 0, _U16, None),
+            ("peak_flexion_ddeg", -_MAX_DDEG, _MAX_DDEG, None),
+            ("time_to_correct_s", 0, NOT_CORRECTED - 1, NOT_CORRECTED),
+            ("escalation_level", 0, _U8, None),
+            ("outcome", 0, len(OUTCOMES) - 1, None),
+        ),
+    ),
+    CALIBRATION: (
+        "<IBBhhhH",
+        (
+            _TIME,
+            ("method", 0, len(CALIBRATION_METHODS) - 1, None),
+            ("sensor", 0, len(SENSORS) - 1, None),
+            ("neutral_x_mg", -_MAX_MG, _MAX_MG, None),
+            ("neutral_y_mg", -_MAX_MG, _MAX_MG, None),
+            ("neutral_z_mg", -_MAX_MG, _MAX_MG, None),
+            ("spread_ddeg", 0, _MAX_DDEG, None),
+        ),
+    ),
+    BUTTON: (
+        "<IBB",
+        (
+            _TIME,
+            ("action", 0, len(BUTTON_ACTIONS) - 1, None),
+            ("task_id", 0, _U8, None),
+        ),
+    ),
+    BOOT: (
+        "<IBBBBI",
+        (
+            _TIME,
+            ("reset_cause", 0, len(RESET_CAUSES) - 1, None),
+            ("fw_major", 0, _U8, None),
+            ("fw_minor", 0, _U8, None),
+            ("fw_patch", 0, _U8, None),
+            ("config_crc", 0, _U32, None),
+        ),
+    ),
+    SENSOR_FAULT: (
+        "<IBBHH",
+        (
+            _TIME,
+            ("i2c_addr", 0, 0x7F, None),
+            ("kind", 0, len(FAULT_KINDS) - 1, None),
+            ("detail", 0, _U16, None),
+            ("retry_in_s", 0, _U16, None),
+        ),
+    ),
+    BATTERY: (
+        "<IHBB",
+        (
+            _TIME,
+            ("battery_mv", 0, _U16, None),
+            ("percent", 0, 100, None),
+            ("charging", 0, 1, None),
+        ),
+    ),
+    TIME_SET: (
+        "<II",
+        (
+            ("old_s", 0, _U32, None),
+            ("new_s", 0, _U32, None),
+        ),
+    ),
+    CONFIG: (
+        "<IBBIB",
+        (
+            _TIME,
+            ("source", 0, len(CONFIG_SOURCES) - 1, None),
+            ("result", 0, len(CONFIG_RESULTS) - 1, None),
+            ("config_crc", 0, _U32, None),
+            ("key_index", 0, _U8, None),
+        ),
+    ),
+    GAP: (
+        "<III",
+        (
+            _TIME,
+            ("first_lost_seq", 0, _U32, None),
+            ("lost_count", 1, _U32, None),
+        ),
+    ),
+}
+
+
+def _label(rtype):
+    # MINUTE, BOUT, ...: the constant's name, for error messages
+    return RECORD_NAMES[rtype].upper()
+
+
+def field_names(rtype):
+    """Names of a record type's fields, in wire order (the order encode_event takes)."""
+    if rtype == MINUTE:
+        return _MINUTE_FIELDS
+    return tuple(f[0] for f in _layout(rtype)[1])
+
+
+def _layout(rtype):
+    layout = _EVENTS.get(rtype)
+    if layout is None:
+        if rtype == MINUTE:
+            raise ProtocolError("the minute summary is not a fixed-layout event: use encode_minute")
+        raise UnknownRecordType("unknown record type %r" % (rtype,))
+    return layout
+
+
+def encode_event(rtype, *values):
+    """Payload of a fixed-layout event from its field values in wire order.
+
+    encode_event(BOUT, start_s, duration_s, mean_flexion_ddeg, peak_flexion_ddeg)"""
+    fmt, fields = _layout(rtype)
+    if len(values) != len(fields):
+        raise ProtocolError(
+            "%s takes %d values (%s), got %d"
+            % (_label(rtype), len(fields), ", ".join(f[0] for f in fields), len(values))
+        )
+    wire = []
+    for i in range(len(fields)):
+        name, lo, hi, none_code = fields[i]
+        value = values[i]
+        if value is None and none_code is not None:
+            value = none_code
+        elif type(value) is not int or value < lo or value > hi:
+            # the message is built only here: the good path allocates no strings
+            value = _int_in(_label(rtype) + "." + name, value, lo, hi)
+        wire.append(value)
+    return struct.pack(fmt, *wire)
+
+
+def _decode_event(rtype, payload):
+    fmt, fields = _layout(rtype)
+    if len(payload) != struct.calcsize(fmt):
+        raise ProtocolError(
+            "%s payload is %d bytes, expected %d" % (_label(rtype), len(payload), struct.calcsize(fmt))
+        )
+    wire = struct.unpack(fmt, payload)
+    out = {}
+    for i in range(len(fields)):
+        name, lo, hi, none_code = fields[i]
+        value = wire[i]
+        if none_code is not None and value == none_code:
+            out[name] = None
+        elif value < lo or value > hi:
+            raise ProtocolError("%s.%s = %d is outside %d..%d" % (_label(rtype), name, value, lo, hi))
+        else:
+            out[name] = value
+    return out
+
+
+# ---- minute summary -------------------------------------------------------------------------
+# start_s:u32 | worn_s:u8 | present:u16 | sections (see docs/protocol.md)
+# `present` bits 0-4: the activity with that index has a seconds byte; bits 5-9: the lateral
+# bin has a seconds byte; then one bit per optional section; bit 15 is reserved (0).
+_P_LATERAL_SHIFT = const(5)
+_P_FLEXION = const(0x0400)
+_P_INCLINATION = const(0x0800)
+_P_EXPOSURE = const(0x1000)
+_P_VELOCITY = const(0x2000)
+_P_CURVATURE = const(0x4000)
+_P_RESERVED = const(0x8000)
+_MINUTE_HEAD = const(7)
+_LAST_BIN = const(0x80)  # marks the last bin of a histogram run
+
+_MINUTE_FIELDS = (
+    "start_s",
+    "worn_s",
+    "activity_s",
+    "lateral_bins_s",
+    "flexion_bins_s",
+    "inclination_bins_s",
+    "alert_count",
+    "longest_bout_s",
+    "mean_velocity_ddps",
+    "curvature_mean_ddeg",
+)
+_MINUTE_REQUIRED = const(6)  # the first six fields have no default
+
+
+def _seconds(where, values, count):
+    """Check a list of per-bin seconds within one minute; returns it (as ints)."""
+    try:
+        n = len(values)
+    except TypeError:
+        raise ProtocolError("MINUTE.%s must be a list of %d integers" % (where, count)) from None
+    if n != count:
+        raise ProtocolError("MINUTE.%s must have %d values, got %d" % (where, count, n))
+    total = 0
+    for i in range(count):
+        v = values[i]
+        if type(v) is not int or v < 0 or v > _MINUTE_S:
+            # Only a bool gets past _int_in (as 0/1): copy rather than change the caller's list.
+            v = _int_in("MINUTE.%s[%d]" % (where, i), v, 0, _MINUTE_S)
+            values = list(values)
+            values[i] = v
+        total += v
+    if total > _MINUTE_S:
+        raise ProtocolError("MINUTE.%s adds up to %d s, more than a minute" % (where, total))
+    return values
+
+
+def encode_minute(
+    start_s,
+    worn_s,
+    activity_s,
+    lateral_bins_s,
+    flexion_bins_s,
+    inclination_bins_s,
+    alert_count=0,
+    longest_bout_s=0,
+    mean_velocity_ddps=None,
+    curvature_mean_ddeg=None,
+):
+    """Payload of a minute summary.
+
+    start_s: unix seconds at the start of the minute; worn_s: seconds worn (0..60);
+    activity_s: 5 seconds counts in ACTIVITIES order; lateral_bins_s: 5 (LATERAL_EDGES_DEG);
+    flexion_bins_s, inclination_bins_s: 20 each (ANGLE_EDGES_DEG).  Each list adds up to at
+    most 60.  alert_count: alerts fired; longest_bout_s: longest continuous spell above
+    BOUT_THRESHOLD_DEG within this minute; mean_velocity_ddps: mean trunk angular velocity in
+    0.1 deg/s, None if not measured; curvature_mean_ddeg: mean thoracic curvature (upper
+    minus lower flexion) in 0.1 deg, None without a second sensor."""
+    start_s = _int_in("MINUTE.start_s", start_s, 0, _U32)
+    worn_s = _int_in("MINUTE.worn_s", worn_s, 0, _MINUTE_S)
+    activity_s = _seconds("activity_s", activity_s, len(ACTIVITIES))
+    lateral_bins_s = _seconds("lateral_bins_s", lateral_bins_s, LATERAL_BINS)
+    flexion_bins_s = _seconds("flexion_bins_s", flexion_bins_s, ANGLE_BINS)
+    inclination_bins_s = _seconds("inclination_bins_s", inclination_bins_s, ANGLE_BINS)
+    alert_count = _int_in("MINUTE.alert_count", alert_count, 0, _U8)
+    longest_bout_s = _int_in("MINUTE.longest_bout_s", longest_bout_s, 0, _MINUTE_S)
+
+    body = bytearray()
+    present = 0
+    for i in range(len(ACTIVITIES)):
+        if activity_s[i]:
+            present |= 1 << i
+            body.append(activity_s[i])
+    for i in range(LATERAL_BINS):
+        if lateral_bins_s[i]:
+            present |= 1 << (i + _P_LATERAL_SHIFT)
+            body.append(lateral_bins_s[i])
+    if _put_run(body, flexion_bins_s):
+        present |= _P_FLEXION
+    if _put_run(body, inclination_bins_s):
+        present |= _P_INCLINATION
+    if alert_count or longest_bout_s:
+        present |= _P_EXPOSURE
+        body.append(alert_count)
+        body.append(longest_bout_s)
+    if mean_velocity_ddps is not None:
+        present |= _P_VELOCITY
+        body += struct.pack("<H", _int_in("MINUTE.mean_velocity_ddps", mean_velocity_ddps, 0, _U16))
+    if curvature_mean_ddeg is not None:
+        present |= _P_CURVATURE
+        value = _int_in("MINUTE.curvature_mean_ddeg", curvature_mean_ddeg, -_MAX_DDEG, _MAX_DDEG)
+        body += struct.pack("<h", value)
+    return struct.pack("<IBH", start_s, worn_s, present) + body
+
+
+def _put_run(body, bins):
+    # A histogram as its shortest run: first bin index, then the bins up to the last
+    # non-zero one, with _LAST_BIN set on the last.  All zero: nothing (present bit clear).
+    first = 0
+    last = len(bins) - 1
+    while first <= last and not bins[first]:
+        first += 1
+    if first > last:
+        return False
+    while not bins[last]:
+        last -= 1
+    body.append(first)
+    for i in range(first, last):
+        body.append(bins[i])
+    body.append(bins[last] | _LAST_BIN)
+    return True
+
+
+def _get_run(p, pos, where):
+    # Inverse of _put_run: (bins, next position).  Rejects every non-canonical form.
+    n = len(p)
+    if pos >= n:
+        raise ProtocolError("MINUTE payload ends inside %s" % where)
+    i = p[pos]
+    if i >= ANGLE_BINS:
+        raise ProtocolError("MINUTE.%s starts at bin %d of %d" % (where, i, ANGLE_BINS))
+    pos += 1
+    bins = [0] * ANGLE_BINS
+    first = i
+    while True:
+        if pos >= n:
+            raise ProtocolError("MINUTE payload ends inside %s" % where)
+        if i >= ANGLE_BINS:
+            raise ProtocolError("MINUTE.%s runs past bin %d" % (where, ANGLE_BINS - 1))
+        b = p[pos]
+        pos += 1
+        bins[i] = b & 0x7F
+        i += 1
+        if b & _LAST_BIN:
+            break
+    if not bins[first] or not bins[i - 1]:
+        raise ProtocolError("MINUTE.%s run starts or ends with an empty bin" % where)
+    _check_total(bins, where)
+    return bins, pos
+
+
+def _check_total(bins, where):
+    total = 0
+    for v in bins:
+        total += v
+    if total > _MINUTE_S:
+        raise ProtocolError("MINUTE.%s adds up to %d s, more than a minute" % (where, total))
+
+
+def _get_masked(p, pos, present, shift, count, where):
+    out = [0] * count
+    n = len(p)
+    for i in range(count):
+        if present & (1 << (i + shift)):
+            if pos >= n:
+                raise ProtocolError("MINUTE payload ends inside %s" % where)
+            if not p[pos]:
+                raise ProtocolError("MINUTE.%s[%d] is marked present but zero" % (where, i))
+            out[i] = p[pos]
+            pos += 1
+    _check_total(out, where)
+    return out, pos
+
+
+def _decode_minute(p):
+    n = len(p)
+    if n < _MINUTE_HEAD:
+        raise ProtocolError("MINUTE payload is %d bytes, at least %d needed" % (n, _MINUTE_HEAD))
+    start_s, worn_s, present = struct.unpack_from("<IBH", p, 0)
+    if present & _P_RESERVED:
+        raise ProtocolError("MINUTE has reserved bit 15 set (a newer layout needs a new type code)")
+    if worn_s > _MINUTE_S:
+        raise ProtocolError("MINUTE.worn_s = %d is more than a minute" % worn_s)
+    pos = _MINUTE_HEAD
+    activity_s, pos = _get_masked(p, pos, present, 0, len(ACTIVITIES), "activity_s")
+    lateral, pos = _get_masked(p, pos, present, _P_LATERAL_SHIFT, LATERAL_BINS, "lateral_bins_s")
+    if present & _P_FLEXION:
+        flexion, pos = _get_run(p, pos, "flexion_bins_s")
+    else:
+        flexion = [0] * ANGLE_BINS
+    if present & _P_INCLINATION:
+        inclination, pos = _get_run(p, pos, "inclination_bins_s")
+    else:
+        inclination = [0] * ANGLE_BINS
+    alert_count = longest_bout_s = 0
+    velocity = curvature = None
+    if present & _P_EXPOSURE:
+        if pos + 2 > n:
+            raise ProtocolError("MINUTE payload ends inside alert_count/longest_bout_s")
+        alert_count = p[pos]
+        longest_bout_s = p[pos + 1]
+        pos += 2
+        if not alert_count and not longest_bout_s:
+            raise ProtocolError("MINUTE marks alert_count/longest_bout_s present but both are zero")
+        if longest_bout_s > _MINUTE_S:
+            raise ProtocolError("MINUTE.longest_bout_s = %d is more than a minute" % longest_bout_s)
+    if present & _P_VELOCITY:
+        if pos + 2 > n:
+            raise ProtocolError("MINUTE payload ends inside mean_velocity_ddps")
+        velocity = struct.unpack_from("<H", p, pos)[0]
+        pos += 2
+    if present & _P_CURVATURE:
+        if pos + 2 > n:
+            raise ProtocolError("MINUTE payload ends inside curvature_mean_ddeg")
+        curvature = struct.unpack_from("<h", p, pos)[0]
+        pos += 2
+        if curvature < -_MAX_DDEG or curvature > _MAX_DDEG:
+            raise ProtocolError("MINUTE.curvature_mean_ddeg = %d is outside +-1800" % curvature)
+    if pos != n:
+        raise ProtocolError("MINUTE payload has %d bytes after its last section" % (n - pos))
+    return {
+        "start_s": start_s,
+        "worn_s": worn_s,
+        "activity_s": activity_s,
+        "lateral_bins_s": lateral,
+        "flexion_bins_s": flexion,
+        "inclination_bins_s": inclination,
+        "alert_count": alert_count,
+        "longest_bout_s": longest_bout_s,
+        "mean_velocity_ddps": velocity,
+        "curvature_mean_ddeg": curvature,
+    }
+
+
+# ---- payloads by type -----------------------------------------------------------------------
+def encode_payload(rtype, fields):
+    """Payload of any record type from a dict of its fields (the dict decode_payload returns).
+
+    Missing or unknown field names raise ProtocolError; for MINUTE the last four fields
+    may be left out (defaults as in encode_minute)."""
+    names = field_names(rtype)
+    for key in fields:
+        if key not in names:
+            raise ProtocolError("%s has no field %r" % (_label(rtype), key))
+    required = names[:_MINUTE_REQUIRED] if rtype == MINUTE else names
+    for name in required:
+        if name not in fields:
+            raise ProtocolError("%s needs field %r" % (_label(rtype), name))
+    if rtype == MINUTE:
+        return encode_minute(**fields)
+    return encode_event(rtype, *[fields[name] for name in names])
+
+
+def decode_payload(rtype, payload):
+    """Dict of a payload's fields (names carry units); ProtocolError if it does not parse.
+
+    MINUTE gives full-length lists: activity_s (5, ACTIVITIES order), lateral_bins_s (5),
+    flexion_bins_s and inclination_bins_s (20); enumerated fields stay integer codes (the
+    name tables above translate them)."""
+    if rtype == MINUTE:
+        return _decode_minute(payload)
+    return _decode_event(rtype, payload)
+
+
+# ---- records --------------------------------------------------------------------------------
+_HEAD = const(6)  # seq, type, len
+_OVERHEAD = const(10)  # head + crc32
+_MAX_PAYLOAD = const(255)
+
+
+class Record:
+    """One framed record: sequence number, type code and (validated) payload bytes."""
+
+    __slots__ = ("seq", "rtype", "payload")
+
+    def __init__(self, seq, rtype, payload):
+        self.seq = seq
+        self.rtype = rtype
+        self.payload = payload
+
+    @property
+    def name(self):
+        return RECORD_NAMES.get(self.rtype, "unknown")
+
+    def fields(self):
+        return decode_payload(self.rtype, self.payload)
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, Record)
+            and self.seq == other.seq
+            and self.rtype == other.rtype
+            and bytes(self.payload) == bytes(other.payload)
+        )
+
+    def __repr__(self):
+        return "Record(seq=%d, rtype=%d, payload=%r)" % (self.seq, self.rtype, bytes(self.payload))
+
+
+def encode_record(seq, rtype, payload):
+    """The framed bytes of one record.  The payload must be valid for its type."""
+    seq = _int_in("record seq", seq, 0, _U32)
+    if rtype not in RECORD_NAMES:
+        raise UnknownRecordType("unknown record type %r" % (rtype,))
+    if len(payload) > _MAX_PAYLOAD:
+        raise ProtocolError("payload is %d bytes, at most %d fit a record" % (len(payload), _MAX_PAYLOAD))
+    decode_payload(rtype, payload)  # never write what cannot be read back
+    body = struct.pack("<IBB", seq, rtype, len(payload)) + bytes(payload)
+    return body + struct.pack("<I", crc32(body))
+
+
+def decode_record(buf, offset=0):
+    """(Record, offset of the next record) for the record at `offset` in `buf`.
+
+    Raises ProtocolError for a truncated record, a CRC mismatch or a payload that does not
+    parse, and UnknownRecordType (a ProtocolError) for a good CRC on an unknown type code."""
+    n = len(buf)
+    if offset < 0 or offset > n:
+        raise ProtocolError("offset %d is outside the %d-byte buffer" % (offset, n))
+    if n - offset < _OVERHEAD:
+        raise ProtocolError("truncated record at offset %d: %d bytes left" % (offset, n - offset))
+    seq, rtype, plen = struct.unpack_from("<IBB", buf, offset)
+    end = offset + _OVERHEAD + plen
+    if end > n:
+        raise ProtocolError(
+            "truncated record at offset %d: needs %d bytes, %d left" % (offset, end - offset, n - offset)
+        )
+    crc = struct.unpack_from("<I", buf, end - 4)[0]
+    if crc32(memoryview(buf)[offset : end - 4]) != crc:
+        raise ProtocolError("CRC mismatch in the record at offset %d" % offset)
+    if rtype not in RECORD_NAMES:
+        raise UnknownRecordType(
+            "record seq %d at offset %d has type %d, unknown to protocol version %d: update the host"
+            % (seq, offset, rtype, PROTOCOL_VERSION)
+        )
+    payload = bytes(buf[offset + _HEAD : end - 4])
+    decode_payload(rtype, payload)
+    return Record(seq, rtype, payload), end
+
+
+def decode_records(data):
+    """Every record in `data`, which must be exactly a sequence of valid records."""
+    records = []
+    pos = 0
+    n = len(data)
+    while pos < n:
+        record, pos = decode_record(data, pos)
+        records.append(record)
+    return records
+
+
+def scan_valid_prefix(data):
+    """(records, valid_length): the valid records from the start of `data`, stopping at the
+    first torn or corrupt one instead of raising; data[:valid_length] holds exactly them.
+
+    For the log store's boot-time scan: cutting the file at valid_length removes a torn tail."""
+    records = []
+    pos = 0
+    n = len(data)
+    while pos < n:
+        try:
+            record, nxt = decode_record(data, pos)
+        except ProtocolError:
+            break
+        records.append(record)
+        pos = nxt
+    return records, pos
