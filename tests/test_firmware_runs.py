@@ -115,3 +115,10 @@ def test_a_firmware_crash_is_reported_not_hidden(tmp_path):
     (runner.flash_dir / "main.py").write_text("raise RuntimeError('boom')\n")
     with pytest.raises(FirmwareRunError, match="boom"):
         runner.run()
+
+
+def test_a_recording_at_its_own_rate_is_resampled_to_the_firmware_odr_and_said(tmp_path):
+    rec = upright(5, rate_hz=57.14)
+    result = run_recording(rec, tmp_path, Board(config={"trace": True, "odr_hz": 104}))
+    assert any("57.14 Hz" in n and "104 Hz" in n for n in result.notes)
+    assert 440 <= len(result.trace) <= 530  # 104 Hz for ~5 s, less start-up and the last drain

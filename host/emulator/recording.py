@@ -123,7 +123,9 @@ def label_slouch_episodes(
     """
     flexion = np.asarray(flexion_deg, dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        above = (flexion > threshold_deg) & (np.asarray(activity) == Activity.STATIC) & (np.asarray(worn) == 1)
+        above = (
+            (flexion > threshold_deg) & (np.asarray(activity) == Activity.STATIC) & (np.asarray(worn) == 1)
+        )
     labels = np.zeros(flexion.shape[0], dtype=np.int64)
     if not above.any():
         return labels
@@ -273,7 +275,8 @@ class Recording:
 def _open_text(path: Path, mode: str) -> IO[str]:
     if path.suffix == ".gz":
         # Level 6: nearly the size of level 9 at a fraction of the time for hour-long files.
-        return gzip.open(path, mode + "t", compresslevel=6, encoding="utf-8", newline="")
+        binary = gzip.GzipFile(path, mode + "b", compresslevel=6)
+        return io.TextIOWrapper(binary, encoding="utf-8", newline="")
     return open(path, mode, encoding="utf-8", newline="")
 
 
@@ -402,7 +405,11 @@ def read_recording(path: str | Path) -> Recording:
     truth: dict[str, NDArray[Any]] = {}
     for name in truth_names:
         column = table[:, index[name]]
-        if name in INTEGER_TRUTH_COLUMNS and np.all(np.isfinite(column)) and np.all(column == np.round(column)):
+        if (
+            name in INTEGER_TRUTH_COLUMNS
+            and np.all(np.isfinite(column))
+            and np.all(column == np.round(column))
+        ):
             truth[name] = column.astype(np.int64)
         else:
             truth[name] = np.ascontiguousarray(column)
@@ -473,7 +480,9 @@ def write_stimulus(rec: Recording, path: str | Path, sensor: int = 0) -> Path:
     """
     path = Path(path)
     rows = rec.samples(sensor).astype(STIMULUS_ROW_DTYPE)
-    header = STIMULUS_HEADER.pack(STIMULUS_MAGIC, STIMULUS_VERSION, STIMULUS_CHANNELS, rec.rate_hz, rows.shape[0])
+    header = STIMULUS_HEADER.pack(
+        STIMULUS_MAGIC, STIMULUS_VERSION, STIMULUS_CHANNELS, rec.rate_hz, rows.shape[0]
+    )
     with open(path, "wb") as stream:
         stream.write(header)
         stream.write(np.ascontiguousarray(rows).tobytes())
@@ -494,8 +503,12 @@ def read_stimulus(path: str | Path) -> Stimulus:
         )
     expected = STIMULUS_HEADER.size + rows * channels * STIMULUS_ROW_DTYPE.itemsize
     if len(data) != expected:
-        raise RecordingError(f"{path}: {len(data)} bytes, the header announces {rows} rows ({expected} bytes)")
-    samples = np.frombuffer(data, dtype=STIMULUS_ROW_DTYPE, offset=STIMULUS_HEADER.size).reshape(rows, channels)
+        raise RecordingError(
+            f"{path}: {len(data)} bytes, the header announces {rows} rows ({expected} bytes)"
+        )
+    samples = np.frombuffer(data, dtype=STIMULUS_ROW_DTYPE, offset=STIMULUS_HEADER.size).reshape(
+        rows, channels
+    )
     return Stimulus(rate_hz=float(rate_hz), samples=samples.astype(np.float32))
 
 

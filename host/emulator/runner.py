@@ -116,12 +116,14 @@ def read_log(flash_dir: Path) -> list[protocol.Record]:
     return sorted(records, key=lambda r: r.seq)
 
 
+def _pairs(words: list[str]) -> dict[str, Any]:
+    return {k: int(v) for k, v in zip(words[0::2], words[1::2], strict=False)}
+
+
 def _parse_board_line(line: str) -> dict[str, Any]:
+    """``@board end CAUSE key value …`` -> {"cause": CAUSE, key: value, …}."""
     words = line.split()[2:]
-    out: dict[str, Any] = {"cause": words[0]}
-    for k, v in zip(words[1::2], words[2::2], strict=False):
-        out[k] = int(v)
-    return out
+    return {"cause": words[0], **_pairs(words[1:])}
 
 
 class BoardRunner:
@@ -159,12 +161,6 @@ class BoardRunner:
                         "noise": spec.noise,
                     }
                 )
-        odr = cfg.get("odr_hz", 52)
-        if abs(recording.rate_hz - odr) > 0.01:
-            notes.append(
-                f"the recording's {recording.rate_hz:.2f} Hz is resampled by the IMU model "
-                f"to the {odr} Hz output data rate the firmware configured"
-            )
         duration_s = recording.duration_s
         spec_json = {
             "flash_dir": str(self.flash_dir),
@@ -195,6 +191,7 @@ class BoardRunner:
         cmd.append(str(MPY_DIR / "launch.py"))
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
         board_info: dict[str, Any] = {}
+        imus: list[dict[str, Any]] = []
         errors: list[str] = []
 
         def read_stderr() -> None:
@@ -204,6 +201,8 @@ class BoardRunner:
                     progress(float(line.split()[2]))
                 elif line.startswith("@board end"):
                     board_info.update(_parse_board_line(line))
+                elif line.startswith("@board imu "):
+                    imus.append(_pairs(["addr"] + line.split()[2:]))
                 elif not line.startswith("@board"):
                     errors.append(line.rstrip())
 
@@ -236,13 +235,21 @@ class BoardRunner:
             raise FirmwareRunError(
                 "the firmware did not run to power-off (exit {}):\n{}\n--- console ---\n{}".format(proc.returncode, "\n".join(errors[-40:]), "\n".join(console[-20:]))
             )
+        notes = []
+        for imu in imus:
+            source_hz, odr_hz = imu["source_mhz"] / 1000, imu["odr_mhz"] / 1000
+            if odr_hz and abs(source_hz - odr_hz) > 0.01:
+                notes.append(
+                    f"IMU 0x{imu['addr']:02X}: the recording's {source_hz:.2f} Hz was resampled by the "
+                    f"LSM6DS model to the {odr_hz:g} Hz output data rate the firmware configured"
+                )
         return RunResult(
             records=read_log(self.flash_dir),
             trace_columns=columns,
             trace=trace,
             board=board_info,
             console=console,
-            notes=[],
+            notes=notes,
         )
 
 
@@ -256,5 +263,5 @@ def run_recording(
     runner = BoardRunner(workdir, board)
     notes = runner.prepare(recording)
     result = runner.run(progress)
-    result.notes = notes
+    result.notes = notes + result.notes
     return result

@@ -370,9 +370,7 @@ def rotated_mount(
     axis, drawn from the seed): raw readings change, truth flexion does not."""
     if mounting_offset_deg is None:
         draw = np.random.default_rng([seed, 2])
-        mounting_offset_deg = tuple(
-            float(v) for v in draw.uniform(3.0, 8.0, 3) * draw.choice([-1.0, 1.0], 3)
-        )
+        mounting_offset_deg = tuple(float(v) for v in draw.uniform(3.0, 8.0, 3) * draw.choice([-1.0, 1.0], 3))
     sc = _new("rotated-mount", seed, two_sensors, mounting_offset_deg, held_out)
     if two_sensors:
         draw = np.random.default_rng([seed, 3])
@@ -465,12 +463,18 @@ def generate(
             "tuning code must not use it. Evaluation code: use held_out_set()."
         )
     scenario = builder(
-        seed=seed, hours=hours, two_sensors=two_sensors, mounting_offset_deg=mounting_offset_deg, held_out=held_out
+        seed=seed,
+        hours=hours,
+        two_sensors=two_sensors,
+        mounting_offset_deg=mounting_offset_deg,
+        held_out=held_out,
     )
     return scenario.render(rate_hz=rate_hz)
 
 
-SCENARIOS: dict[str, Callable[..., Recording]] = {name: functools.partial(generate, name) for name in BUILDERS}
+SCENARIOS: dict[str, Callable[..., Recording]] = {
+    name: functools.partial(generate, name) for name in BUILDERS
+}
 
 
 @dataclass(frozen=True)
@@ -521,7 +525,14 @@ def held_out_set() -> tuple[ScenarioRun, ...]:
     base = HELD_OUT_SEED_BASE
     return (
         ScenarioRun("office-day", base + 1, hours=8.0, held_out=True),
-        ScenarioRun("office-day", base + 2, hours=4.0, two_sensors=True, mounting_offset_deg=(2.0, -3.0, 4.0), held_out=True),
+        ScenarioRun(
+            "office-day",
+            base + 2,
+            hours=4.0,
+            two_sensors=True,
+            mounting_offset_deg=(2.0, -3.0, 4.0),
+            held_out=True,
+        ),
         ScenarioRun("office-hour", base + 3, hours=1.5, held_out=True),
         ScenarioRun("slouch-episodes", base + 4, hours=0.75, held_out=True),
         ScenarioRun("hip-hinge", base + 5, hours=0.4, two_sensors=True, held_out=True),

@@ -113,15 +113,14 @@ def from_euler_xyz_deg(angles_deg: tuple[float, float, float]) -> Array:
 
 def between(a: ArrayLike, b: ArrayLike) -> Array:
     """The shortest rotation q with R(q) a = b (a, b any non-zero vectors)."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    a = a / np.linalg.norm(a)
-    b = b / np.linalg.norm(b)
-    dot = float(np.dot(a, b))
+    a_unit = np.asarray(a, dtype=np.float64)
+    b_unit = np.asarray(b, dtype=np.float64)
+    a_unit = a_unit / np.linalg.norm(a_unit)
+    b_unit = b_unit / np.linalg.norm(b_unit)
+    dot = float(np.dot(a_unit, b_unit))
     if dot < -1.0 + 1e-12:
-        # Opposite vectors: any axis perpendicular to a.
-        helper = np.array([1.0, 0.0, 0.0]) if abs(a[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-        axis = np.cross(a, helper)
-        axis /= np.linalg.norm(axis)
-        return np.concatenate(([0.0], axis))
-    return normalize(np.concatenate(([1.0 + dot], np.cross(a, b))))
+        # Opposite vectors: half a turn about any axis perpendicular to a.
+        helper = np.array([1.0, 0.0, 0.0]) if abs(float(a_unit[0])) < 0.9 else np.array([0.0, 1.0, 0.0])
+        axis = _cross(a_unit, helper)
+        return np.concatenate((np.zeros(1), axis / np.linalg.norm(axis)))
+    return normalize(np.concatenate((np.array([1.0 + dot]), _cross(a_unit, b_unit))))

@@ -83,7 +83,9 @@ class StepTrack:
         self._pending.append((float(start_s), float(duration_s), values))
         self._lanes = None
 
-    def add_bump(self, start_s: float, rise_s: float, hold_s: float, fall_s: float, amplitude: ArrayLike) -> None:
+    def add_bump(
+        self, start_s: float, rise_s: float, hold_s: float, fall_s: float, amplitude: ArrayLike
+    ) -> None:
         """Rise by `amplitude`, hold, and come back: two steps."""
         values = np.asarray(amplitude, dtype=np.float64)
         self.add_step(start_s, rise_s, values)

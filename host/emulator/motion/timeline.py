@@ -43,7 +43,7 @@ Array = NDArray[np.float64]
 GRAVITY_M_S2 = 9.80665
 _UP = np.array([0.0, 0.0, 1.0])
 _DIFF_STEP_S = 1e-3  # half-width of the central differences for gyro and acceleration
-_CHUNK_SAMPLES = 1 << 16  # samples rendered at a time (bounds memory for 8-hour days)
+_CHUNK_SAMPLES = 1 << 14  # samples rendered at a time: bounds memory, stays cache-friendly
 
 # Channels of the posture track (degrees, metres, unitless envelopes, Hz).
 HIP, SPINE, LATERAL, TWIST, HEADING, FWD, LEFT, UP, SWAY, BREATH, GAIT, STAIRS, STEP_HZ = range(13)
@@ -306,7 +306,9 @@ class Scenario:
     def _put_on(self) -> None:
         start, blend = self._t, 6.0
         self._pieces.append(
-            _Piece(start, blend, "upright", handling_deg=self._uniform(15, 30), handling_axis=self._random_axis())
+            _Piece(
+                start, blend, "upright", handling_deg=self._uniform(15, 30), handling_axis=self._random_axis()
+            )
         )
         self._label(start, Activity.NOT_WORN, worn=False)
         self._t = start + blend
@@ -425,20 +427,26 @@ class Scenario:
         spine_share = 1.0 if sensor == 0 else self.wearer.spine_share_lower
         flexion = self._level[HIP] + spine_share * self._level[SPINE]
         body_poses = [
-            quat.multiply(facing, _posture_quat(np.array(flexion), np.array(self._level[LATERAL]), np.array(0.0))),
+            quat.multiply(
+                facing, _posture_quat(np.array(flexion), np.array(self._level[LATERAL]), np.array(0.0))
+            ),
             facing,  # put back on standing upright
         ]
         mount = self._mounting(sensor)
         align = quat.between(face, _UP)
         for _ in range(200):
-            q_sensor = quat.multiply(tilt, quat.multiply(quat.about_axis(2, self._uniform(-np.pi, np.pi)), align))
+            q_sensor = quat.multiply(
+                tilt, quat.multiply(quat.about_axis(2, self._uniform(-np.pi, np.pi)), align)
+            )
             q_body = quat.normalize(quat.multiply(q_sensor, quat.conjugate(mount)))
             if all(abs(float(np.dot(q_body, pose))) > np.cos(np.radians(75.0)) for pose in body_poses):
                 break
         return q_body
 
     def _mounting(self, sensor: int) -> Array:
-        return quat.from_euler_xyz_deg(self.mounting_offset_deg if sensor == 0 else self.mounting_offset_deg_2)
+        return quat.from_euler_xyz_deg(
+            self.mounting_offset_deg if sensor == 0 else self.mounting_offset_deg_2
+        )
 
     # ----- segments --------------------------------------------------------------------------
 
@@ -500,7 +508,14 @@ class Scenario:
         if duration_s is not None:
             hold = max(start + duration_s - body - 0.4 - rise - fall, 0.1)
         self._bump(
-            body + 0.2, rise, hold, fall, hip=hip_share * depth, spine=(1 - hip_share) * depth, lateral=lateral, twist=twist
+            body + 0.2,
+            rise,
+            hold,
+            fall,
+            hip=hip_share * depth,
+            spine=(1 - hip_share) * depth,
+            lateral=lateral,
+            twist=twist,
         )
         self._label(body, Activity.MOVING)
         return self._finish("reach", start, body + 0.4 + rise + hold + fall, f"depth {depth:.0f} deg")
@@ -551,7 +566,9 @@ class Scenario:
             raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
         return self._gait("stairs", duration_s, step_hz, True, stairs=direction)
 
-    def _gait(self, kind: str, duration_s: float, step_hz: float | None, turns: bool, stairs: str | None) -> Scenario:
+    def _gait(
+        self, kind: str, duration_s: float, step_hz: float | None, turns: bool, stairs: str | None
+    ) -> Scenario:
         start = self._t
         self._ensure("stand")
         body = self._t
@@ -771,7 +788,9 @@ class Scenario:
         # Kinematic chain: hip joint -> (lumbar spine) -> lower sensor level -> (thoracic spine)
         # -> upper sensor level; each sensor sits `tissue_m` behind the spine (body z).
         lumbar_top = hip_world + w.lumbar_m * quat.axis_x(lower_body)
-        upper_position = lumbar_top + w.thoracic_m * quat.axis_x(upper_body) + w.tissue_m * quat.axis_z(upper_body)
+        upper_position = (
+            lumbar_top + w.thoracic_m * quat.axis_x(upper_body) + w.tissue_m * quat.axis_z(upper_body)
+        )
         body_positions = [upper_position]
         if n_sensors == 2:
             body_positions.append(lumbar_top + w.tissue_m * quat.axis_z(lower_body))
@@ -816,7 +835,10 @@ class Scenario:
             is_desk=np.array([p.mode == "desk" for p in pieces]),
             handling_rad=np.radians([p.handling_deg for p in pieces]),
             handling_axis=np.array([p.handling_axis for p in pieces]),
-            desk_q=[np.array([p.desk_q[i] if p.desk_q else quat.IDENTITY for p in pieces]) for i in range(n_sensors)],
+            desk_q=[
+                np.array([p.desk_q[i] if p.desk_q else quat.IDENTITY for p in pieces])
+                for i in range(n_sensors)
+            ],
             desk_position_m=[
                 np.array([p.desk_position_m[i] if p.desk_position_m else np.zeros(3) for p in pieces])
                 for i in range(n_sensors)
@@ -861,7 +883,11 @@ def _posture_quat(flexion_deg: Array, lateral_deg: Array, twist_deg: Array) -> A
 
 
 def _truth_columns(
-    up_sensor: list[Array], up_body: list[Array], activity: NDArray[np.int64], worn: NDArray[np.int64], rate_hz: float
+    up_sensor: list[Array],
+    up_body: list[Array],
+    activity: NDArray[np.int64],
+    worn: NDArray[np.int64],
+    rate_hz: float,
 ) -> dict[str, NDArray[np.float64] | NDArray[np.int64]]:
     off = worn == 0
     truth: dict[str, NDArray[np.float64] | NDArray[np.int64]] = {}

@@ -93,6 +93,14 @@ def main():
             sys.print_exception(e)
             cause = "firmware_crashed"
             break
+    for bus_id in (0, 1):
+        devices = vboard.i2c_devices(bus_id)
+        for addr in devices:
+            dev = devices[addr]
+            source = getattr(dev, "source", None)
+            if source is not None and hasattr(dev, "odr_hz"):
+                # How the IMU model resampled the stimulus, for the user to know.
+                _say("imu", addr, "source_mhz", int(source.rate_hz * 1000), "odr_mhz", int(dev.odr_hz() * 1000))
     awake_us, sleep_us = vclock.accounting()
     _say(
         "end",

@@ -176,10 +176,12 @@ class I2C:
 
     def readfrom_mem_into(self, addr, memaddr, buf, addrsize=8):
         dev = self._device(addr)
-        n = len(buf)
-        self._wire_time(n)
-        data = dev.i2c_read(memaddr, n)
-        buf[:] = data
+        self._wire_time(len(buf))
+        read_into = getattr(dev, "i2c_read_into", None)
+        if read_into is not None:
+            read_into(memaddr, buf)
+        else:
+            buf[:] = dev.i2c_read(memaddr, len(buf))
 
     def writeto_mem(self, addr, memaddr, buf, addrsize=8):
         dev = self._device(addr)
