@@ -83,11 +83,13 @@ SAMPLE_BYTES = const(12)  # int16 LE ax, ay, az, gx, gy, gz
 
 _ONE_Q29 = const(1 << 29)
 _SQRT2_M1_Q15 = const(13573)  # (sqrt(2) - 1) * 2**15: Butterworth damping 2*zeta = sqrt(2)
-_INV6_Q15 = const(5461)  # 1/6, 1/24, 1/120, 1/720, 1/5040 in Q15 for the sin/cos series
-_INV24_Q15 = const(1365)
-_INV120_Q15 = const(273)
-_INV720_Q15 = const(46)
-_INV5040_Q15 = const(7)
+# 1/12, 1/30, 1/6, 1/20, 1/42 in Q15: the cos/sin series in Horner form
+_INV12_Q15 = const(2731)
+_INV30_Q15 = const(1092)
+_INV6_Q15 = const(5461)
+_INV20_Q15 = const(1638)
+_INV42_Q15 = const(780)
+_V_MAX = const(429496730)  # 0.8 rad in Q29: per-axis limit of the half-angle per sample
 
 # State words (array('i')); signed values, loaded as two 16-bit halves (see _update_batch).
 _Q0 = const(0)  # quaternion sensor -> I, Q29 (4 words)
@@ -190,12 +192,12 @@ class FusionFilter:
         ts_s = 1.0 / rate_hz
         k = array("i", [0] * _COEF_WORDS)
 
-        # Accelerometer: raw -> Q12 g with the largest shift that keeps raw * mul in 31 bits.
+        # Accelerometer: raw -> Q12 g with the largest shift that keeps raw * mul within 2**30.
         acc_q12_per_lsb = accel_ug_per_lsb * 4096 / 1000000
         if acc_q12_per_lsb * 32768 > 65536.5:
             raise ValueError("accelerometer full scale above +-16 g is not supported")
         shift = 0
-        while acc_q12_per_lsb * (1 << (shift + 1)) < 65535 and shift < 24:
+        while acc_q12_per_lsb * (1 << (shift + 1)) < 32767 and shift < 24:
             shift += 1
         k[_K_ACC_MUL] = int(acc_q12_per_lsb * (1 << shift) + 0.5)
         k[_K_ACC_SHIFT] = shift
@@ -203,8 +205,8 @@ class FusionFilter:
 
         # Gyro: raw -> half-angle per sample in Q29 rad, split in integer and 15-bit fraction.
         half_q29_per_lsb = gyro_udps_per_lsb * 1e-6 * _RAD_PER_DEG * ts_s / 2 * (1 << 29)
-        if half_q29_per_lsb * 32768 > 0.8 * (1 << 29):
-            raise ValueError("gyro full scale too large for this rate: over 1.6 rad per sample")
+        if half_q29_per_lsb * 32768 > _V_MAX:
+            raise ValueError("gyro full scale too large for this rate: over 92 deg per sample")
         hi = int(half_q29_per_lsb)
         lo = int((half_q29_per_lsb - hi) * 32768 + 0.5)
         if lo >= 32768:
@@ -465,8 +467,23 @@ def _update_batch(state, coef, buf, n: int, up_out, want_out: int):
         hp1 = h1
         hp2 = h2
 
-        # dq = (cos|v|, sin|v| v/|v|) from series in n2 = |v|^2:
-        #   cos = 1 - n2/2 + n2^2/24 - n2^3/720,  sin/|v| = 1 - n2/6 + n2^2/120 - n2^3/5040
+        # dq = (cos|v|, sin|v| v/|v|) from series in n2 = |v|^2, in Horner form so that every
+        # intermediate stays below 2**30 (|v|^2 <= 1.92 with the per-axis limit):
+        #   cos|v| = 1 - n2/2 (1 - n2/12 (1 - n2/30)),  sin|v|/|v| = 1 - n2/6 (1 - n2/20 (1 - n2/42))
+        # The limit only acts beyond 92 deg per sample about one axis: the constructor keeps the
+        # gyro's full scale below it, only the coning term could add a little.
+        if v0 > _V_MAX:
+            v0 = _V_MAX
+        elif v0 < -_V_MAX:
+            v0 = -_V_MAX
+        if v1 > _V_MAX:
+            v1 = _V_MAX
+        elif v1 < -_V_MAX:
+            v1 = -_V_MAX
+        if v2 > _V_MAX:
+            v2 = _V_MAX
+        elif v2 < -_V_MAX:
+            v2 = -_V_MAX
         vh0 = v0 >> 15
         vl0 = v0 & 0x7FFF
         vh1 = v1 >> 15
@@ -483,26 +500,21 @@ def _update_batch(state, coef, buf, n: int, up_out, want_out: int):
         )
         nh = n2 >> 15
         nl = n2 & 0x7FFF
-        n4 = ((nh * nh) << 1) + ((nh * nl) >> 13)
-        n4h = n4 >> 15
-        n6 = ((n4h * nh) << 1) + ((n4h * nl + (n4 & 0x7FFF) * nh) >> 14)
-        dw = (
-            _ONE_Q29
-            - (n2 >> 1)
-            + (n4 >> 15) * _INV24_Q15
-            + (((n4 & 0x7FFF) * _INV24_Q15 + 0x4000) >> 15)
-            - (n6 >> 15) * _INV720_Q15
-            - (((n6 & 0x7FFF) * _INV720_Q15 + 0x4000) >> 15)
-        )
-        sv = (
-            _ONE_Q29
-            - (n2 >> 15) * _INV6_Q15
-            - (((n2 & 0x7FFF) * _INV6_Q15 + 0x4000) >> 15)
-            + (n4 >> 15) * _INV120_Q15
-            + (((n4 & 0x7FFF) * _INV120_Q15 + 0x4000) >> 15)
-            - (n6 >> 15) * _INV5040_Q15
-            - (((n6 & 0x7FFF) * _INV5040_Q15 + 0x4000) >> 15)
-        )
+        # cos: t = 1 - n2/30; t = 1 - (n2/12) t; dw = 1 - (n2/2) t
+        t = _ONE_Q29 - ((n2 >> 15) * _INV30_Q15 + (((n2 & 0x7FFF) * _INV30_Q15 + 0x4000) >> 15))
+        f = (n2 >> 15) * _INV12_Q15 + (((n2 & 0x7FFF) * _INV12_Q15 + 0x4000) >> 15)
+        th = t >> 15
+        t = _ONE_Q29 - (((f >> 15) * th << 1) + (((f >> 15) * (t & 0x7FFF) + (f & 0x7FFF) * th) >> 14))
+        th = t >> 15
+        dw = _ONE_Q29 - ((nh * th) + ((nh * (t & 0x7FFF) + nl * th) >> 15))
+        # sin/|v|: t = 1 - n2/42; t = 1 - (n2/20) t; sv = 1 - (n2/6) t
+        t = _ONE_Q29 - ((n2 >> 15) * _INV42_Q15 + (((n2 & 0x7FFF) * _INV42_Q15 + 0x4000) >> 15))
+        f = (n2 >> 15) * _INV20_Q15 + (((n2 & 0x7FFF) * _INV20_Q15 + 0x4000) >> 15)
+        th = t >> 15
+        t = _ONE_Q29 - (((f >> 15) * th << 1) + (((f >> 15) * (t & 0x7FFF) + (f & 0x7FFF) * th) >> 14))
+        f = (n2 >> 15) * _INV6_Q15 + (((n2 & 0x7FFF) * _INV6_Q15 + 0x4000) >> 15)
+        th = t >> 15
+        sv = _ONE_Q29 - (((f >> 15) * th << 1) + (((f >> 15) * (t & 0x7FFF) + (f & 0x7FFF) * th) >> 14))
         sh = sv >> 15
         sl = sv & 0x7FFF
         dx = ((sh * vh0) << 1) + ((sh * vl0 + sl * vh0) >> 14)

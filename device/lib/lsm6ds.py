@@ -47,16 +47,25 @@ _DSO_OVR = const(0x48)  # FIFO_STATUS2: FIFO_OVR_IA | FIFO_OVR_LATCHED
 _TAG_GYRO = const(1)
 _TAG_ACCEL = const(2)
 
+_MAX_LOOKS = const(64)  # status reads per read_fifo() call at most
 _RESET_POLLS = const(20)  # ms to wait for SW_RESET to clear (datasheets: ~50 us)
 _SAMPLE_BYTES = const(12)
 
 _VARIANT_BY_ID = {0x69: "LSM6DS3", 0x6A: "LSM6DS3TR-C", 0x6C: "LSM6DSO", 0x6B: "ISM330DHCX"}
+# FIFO depth in words (16-bit words on the DS3 family, 7-byte tagged words on the DSO family).
+_FIFO_WORDS = {0x69: 4096, 0x6A: 2048, 0x6C: 512, 0x6B: 512}
 # Nominal ODRs for codes 1..7 (12.5 Hz to 833 Hz).
 _ODRS = (12.5, 26, 52, 104, 208, 416, 833)
 # Full scale -> (CTRL1_XL FS bits, ug/LSB); code 01 is 16 g while XL_FS_MODE = 0 (reset value).
 _ACCEL_FS = {2: (0, 61), 4: (2, 122), 8: (3, 244), 16: (1, 488)}
 # Full scale -> (CTRL2_G bits 3:0, udps/LSB): FS_G in bits 3:2, FS_125 bit 1, FS_4000 bit 0.
-_GYRO_FS = {125: (0x02, 4375), 250: (0x00, 8750), 500: (0x04, 17500), 1000: (0x08, 35000), 2000: (0x0C, 70000)}
+_GYRO_FS = {
+    125: (0x02, 4375),
+    250: (0x00, 8750),
+    500: (0x04, 17500),
+    1000: (0x08, 35000),
+    2000: (0x0C, 70000),
+}
 _GYRO_FS_4000 = (0x01, 140000)
 
 # Real MicroPython compiles @micropython.viper at compile time (there is no runtime
@@ -77,11 +86,62 @@ class SensorError(OSError):
         self.detail = detail
 
 
+# FIFO words -> samples.  The plain versions run where there is no native emitter
+# (CPython) and are the reference the viper versions are tested against.
+
+
+def _pattern_to_samples_py(raw, sets, out, first):
+    # DS3 data sets (gx gy gz ax ay az, 12 bytes) -> samples (ax ay az gx gy gz) at out[first:].
+    q = first * 12
+    p = 0
+    end = sets * 12
+    while p < end:
+        for j in range(6):
+            out[q + j] = raw[p + 6 + j]
+            out[q + 6 + j] = raw[p + j]
+        p += 12
+        q += 12
+
+
+def _tagged_to_samples_py(raw, words, out, state):
+    # DSO tagged words -> samples; returns how many.  state: [0] a word is pending, [1] its
+    # tag byte, [2:8] its data, [8:10] next sample index in out (u16 LE).  A gyro and an
+    # accel word with the same TAG_CNT make a sample; a word without its partner (lost to
+    # an overrun) is replaced by the next one.
+    s = state
+    idx = s[8] | (s[9] << 8)
+    made = 0
+    p = 0
+    end = words * 7
+    while p < end:
+        tb = raw[p]
+        tag = tb >> 3
+        if tag == _TAG_GYRO or tag == _TAG_ACCEL:
+            ptb = s[1]
+            if s[0] and (ptb >> 3) != tag and ((ptb >> 1) & 3) == ((tb >> 1) & 3):
+                q = idx * 12
+                a, g = (q, q + 6) if tag == _TAG_ACCEL else (q + 6, q)
+                for j in range(6):
+                    out[a + j] = raw[p + 1 + j]
+                    out[g + j] = s[2 + j]
+                idx += 1
+                made += 1
+                s[0] = 0
+            else:
+                s[0] = 1
+                s[1] = tb
+                for j in range(6):
+                    s[2 + j] = raw[p + 1 + j]
+        p += 7
+    s[8] = idx & 0xFF
+    s[9] = (idx >> 8) & 0xFF
+    return made
+
+
 if _VIPER:
 
     @micropython.viper
-    def _pattern_to_samples(raw, sets: int, out, first: int):
-        # DS3 data sets (gx gy gz ax ay az, 12 bytes) -> samples (ax ay az gx gy gz).
+    def _pattern_to_samples_viper(raw, sets: int, out, first: int):
         src = ptr8(raw)  # noqa: F821
         dst = ptr8(out)  # noqa: F821
         q = first * 12
@@ -97,11 +157,7 @@ if _VIPER:
             q += 12
 
     @micropython.viper
-    def _tagged_to_samples(raw, words: int, out, state) -> int:
-        # DSO tagged words -> samples.  state: [0] a word is pending, [1] its tag byte,
-        # [2:8] its data, [8:10] next sample index in out (u16 LE).  A gyro and an accel
-        # word with the same TAG_CNT make a sample; a word without its partner (lost to
-        # an overrun) is replaced by the next one.
+    def _tagged_to_samples_viper(raw, words: int, out, state) -> int:
         src = ptr8(raw)  # noqa: F821
         dst = ptr8(out)  # noqa: F821
         s = ptr8(state)  # noqa: F821
@@ -146,48 +202,11 @@ if _VIPER:
         s[9] = (idx >> 8) & 0xFF
         return made
 
+    _pattern_to_samples = _pattern_to_samples_viper
+    _tagged_to_samples = _tagged_to_samples_viper
 else:
-
-    def _pattern_to_samples(raw, sets, out, first):
-        q = first * 12
-        p = 0
-        end = sets * 12
-        while p < end:
-            for j in range(6):
-                out[q + j] = raw[p + 6 + j]
-                out[q + 6 + j] = raw[p + j]
-            p += 12
-            q += 12
-
-    def _tagged_to_samples(raw, words, out, state):
-        s = state
-        idx = s[8] | (s[9] << 8)
-        made = 0
-        p = 0
-        end = words * 7
-        while p < end:
-            tb = raw[p]
-            tag = tb >> 3
-            if tag == _TAG_GYRO or tag == _TAG_ACCEL:
-                ptb = s[1]
-                if s[0] and (ptb >> 3) != tag and ((ptb >> 1) & 3) == ((tb >> 1) & 3):
-                    q = idx * 12
-                    a, g = (q, q + 6) if tag == _TAG_ACCEL else (q + 6, q)
-                    for j in range(6):
-                        out[a + j] = raw[p + 1 + j]
-                        out[g + j] = s[2 + j]
-                    idx += 1
-                    made += 1
-                    s[0] = 0
-                else:
-                    s[0] = 1
-                    s[1] = tb
-                    for j in range(6):
-                        s[2 + j] = raw[p + 1 + j]
-            p += 7
-        s[8] = idx & 0xFF
-        s[9] = (idx >> 8) & 0xFF
-        return made
+    _pattern_to_samples = _pattern_to_samples_py
+    _tagged_to_samples = _tagged_to_samples_py
 
 
 def _odr_code(odr_hz):
@@ -222,11 +241,12 @@ class LSM6DS:
         try:
             i2c.readfrom_mem_into(addr, _WHO_AM_I, b1)
         except OSError as e:
+            code = e.args[0] if e.args else 0
             raise SensorError(
                 "missing",
-                e.errno,
-                "no LSM6DS IMU answers at I2C address 0x%02x (%s): check its wiring, power and SA0 pin"
-                % (addr, e),
+                code,
+                "no LSM6DS IMU answers at I2C address 0x%02x (errno %s): check its wiring, power and SA0 pin"
+                % (addr, code),
             )
         who = b1[0]
         variant = _VARIANT_BY_ID.get(who)
@@ -243,6 +263,7 @@ class LSM6DS:
         # everything this driver uses is the same on both.
         self.variant = variant
         self._tagged = who == 0x6C or who == 0x6B
+        self._fifo_words = _FIFO_WORDS[who]
         burst = 1
         while burst * 2 <= burst_samples:
             burst *= 2
@@ -268,7 +289,8 @@ class LSM6DS:
             g_bits, udps = _GYRO_FS[gyro_fs_dps]
         else:
             raise ValueError(
-                "gyro_fs_dps must be 125, 250, 500, 1000 or 2000 (4000 on the ISM330DHCX), not %r" % (gyro_fs_dps,)
+                "gyro_fs_dps must be 125, 250, 500, 1000 or 2000 (4000 on the ISM330DHCX), not %r"
+                % (gyro_fs_dps,)
             )
         self._reset()
         self._write(_CTRL3_C, _BDU | _IF_INC)
@@ -310,7 +332,8 @@ class LSM6DS:
         raise SensorError(
             "reset_timeout",
             ctrl3,
-            "the %s at 0x%02x did not finish its software reset within %d ms" % (self.variant, self.addr, _RESET_POLLS),
+            "the %s at 0x%02x did not finish its software reset within %d ms"
+            % (self.variant, self.addr, _RESET_POLLS),
         )
 
     def _read_scales(self):
@@ -375,34 +398,54 @@ class LSM6DS:
         i2c = self._i2c
         addr = self.addr
         st = self._status
-        i2c.readfrom_mem_into(addr, _FIFO_STATUS1, st)
-        words = st[0] | ((st[1] & 0x0F) << 8)
-        if st[1] & _DS3_OVER_RUN:
-            self.overflows += 1
-        pattern = st[2] | ((st[3] & 0x03) << 8)
-        if pattern:
-            # An overrun overwrote words one by one: read up to the next gyro-x word.
-            skip = 6 - pattern % 6
-            if skip > words:
-                skip = words
-            words -= skip
-            while skip:
-                i2c.readfrom_mem_into(addr, _DS3_FIFO_DATA_OUT_L, self._word)
-                skip -= 1
-        sets = words // 6
-        if sets > cap:
-            sets = cap
-        done = 0
         raw = self._raw
         views = self._views
-        while done < sets:
-            left = sets - done
-            j = self._top
-            while (1 << j) > left:
-                j -= 1
-            i2c.readfrom_mem_into(addr, _DS3_FIFO_DATA_OUT_L, views[j])
-            _pattern_to_samples(raw, 1 << j, buf, done)
-            done += 1 << j
+        done = 0
+        counted = False
+        roomy = False
+        for _ in range(_MAX_LOOKS):
+            i2c.readfrom_mem_into(addr, _FIFO_STATUS1, st)
+            words = st[0] | ((st[1] & 0x0F) << 8)
+            overrun = st[1] & _DS3_OVER_RUN
+            if overrun and not counted:
+                self.overflows += 1
+                counted = True
+            pattern = (st[2] | ((st[3] & 0x03) << 8)) % 6
+            if pattern and words:
+                # An overrun overwrites the oldest words one by one: read up to the next
+                # gyro-x word, then look again (a sample may have arrived meanwhile).
+                skip = 6 - pattern
+                if skip > words:
+                    skip = words
+                while skip:
+                    i2c.readfrom_mem_into(addr, _DS3_FIFO_DATA_OUT_L, self._word)
+                    skip -= 1
+                continue
+            # A full FIFO overwrites part of a set when a sample arrives while we have read
+            # only a few words.  Make room with one whole set first, and then look before
+            # every burst until the FIFO is no longer nearly full.
+            careful = overrun or words + 12 > self._fifo_words
+            if careful and not roomy:
+                roomy = True
+                if words >= 6:
+                    i2c.readfrom_mem_into(addr, _DS3_FIFO_DATA_OUT_L, views[0])
+                    continue
+            sets = words // 6
+            if sets > cap - done:
+                sets = cap - done
+            end = done + sets
+            while done < end:
+                left = end - done
+                j = self._top
+                while (1 << j) > left:
+                    j -= 1
+                i2c.readfrom_mem_into(addr, _DS3_FIFO_DATA_OUT_L, views[j])
+                _pattern_to_samples(raw, 1 << j, buf, done)
+                done += 1 << j
+                if careful:
+                    break
+            if not careful or sets == 0 or done >= cap:
+                break
         return done
 
     def _read_tagged(self, buf, cap):
@@ -415,6 +458,8 @@ class LSM6DS:
         if st[1] & _DSO_OVR:
             self.overflows += 1
             state[0] = 0  # the pending word's partner may have been overwritten
+        elif words + 4 > self._fifo_words:
+            state[0] = 0  # about to overrun: the same
         limit = 2 * cap - state[0]
         if words > limit:
             words = limit

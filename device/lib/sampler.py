@@ -49,7 +49,12 @@ class Sensor:
                 gyro_fs_dps=self.cfg["gyro_fs_dps"],
             )
         except lsm6ds.SensorError as e:
-            kind = protocol.FAULT_MISSING if e.kind == "missing" else protocol.FAULT_WHOAMI_MISMATCH
+            if e.kind == "missing":
+                kind = protocol.FAULT_MISSING
+            elif e.kind == "whoami_mismatch":
+                kind = protocol.FAULT_WHOAMI_MISMATCH
+            else:  # the part answered but did not come out of reset: a bus-level fault
+                kind = protocol.FAULT_I2C_ERROR
             self._fail(now, events, kind, e.detail)
             return False
         except OSError as e:

@@ -5,9 +5,10 @@
 virtual clock, so the same firmware module can be tested in both interpreters.
 
 CPython cannot run ``@micropython.viper``/``@micropython.native`` code, so the
-``micropython`` module registered here has neither decorator: firmware modules that use
-them choose their portable integer path when ``micropython`` lacks ``viper``, exactly as
-they would on a MicroPython build without the native emitters.
+``micropython`` module registered here has neither decorator.  Firmware modules that use
+them pick their portable integer twin by ``sys.implementation.name`` (on MicroPython the
+decorators are compiler directives, not attributes of the module, so testing for
+``micropython.viper`` would not work there).
 """
 
 from __future__ import annotations

@@ -97,8 +97,8 @@ def _desk_work(sc: Scenario, duration_s: float) -> None:
     """Upright desk work with a reach now and then."""
     end = sc.duration_s + duration_s
     while sc.duration_s < end:
-        sc.sit(min(float(sc.rng.uniform(40.0, 240.0)), max(end - sc.duration_s, 5.0)))
-        if sc.duration_s < end - 10.0 and sc.rng.random() < 0.6:
+        sc.sit(min(float(sc.rng.uniform(30.0, 180.0)), max(end - sc.duration_s, 5.0)))
+        if sc.duration_s < end - 10.0 and sc.rng.random() < 0.7:
             sc.reach()
 
 

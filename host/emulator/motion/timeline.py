@@ -28,7 +28,7 @@ well below any sensor noise. No sensor noise or bias is added here: the IMU mode
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -108,7 +108,7 @@ class GaitShape:
         if stairs:
             return cls(
                 up_m=rng.uniform(0.020, 0.030),
-                up_harmonics=(rng.uniform(0.20, 0.35), rng.uniform(0.08, 0.15)),
+                up_harmonics=(rng.uniform(0.12, 0.20), rng.uniform(0.03, 0.06)),
                 fwd_m=rng.uniform(0.008, 0.014),
                 left_m=rng.uniform(0.015, 0.025),
                 pitch_deg=rng.uniform(1.5, 2.5),
@@ -208,6 +208,9 @@ class _Piece:
     handling_axis: Array = field(default_factory=lambda: np.array([1.0, 0.0, 0.0]))
     desk_q: tuple[Array, ...] = ()  # per sensor, body-frame orientation while on the desk
     desk_position_m: tuple[Array, ...] = ()
+    # Per sensor, ±1: the sign of the desk quaternion for the blend into this piece, fixed
+    # against the expected body pose so that the blend is continuous even half a turn away.
+    desk_sign: tuple[float, ...] = ()
 
 
 class Scenario:
@@ -216,6 +219,10 @@ class Scenario:
     `mounting_offset_deg` is the fixed rotation of the (upper) sensor on the body, as intrinsic
     x-y-z angles in degrees; `mounting_offset_deg_2` that of the lower sensor. Truth flexion
     refers to the body, so the mounting changes the raw readings but not the flexion truth.
+
+    `natural_motion=False` removes sway, breathing, fidgets and random lateral/twist offsets:
+    postures are then exactly what the segments ask for (a pure flexion stays in the sagittal
+    plane), which suits unit tests of filters and posture rules.
     """
 
     def __init__(
@@ -228,6 +235,7 @@ class Scenario:
         name: str = "custom",
         held_out: bool = False,
         start: str = "sit",
+        natural_motion: bool = True,
     ) -> None:
         if start not in ("sit", "stand"):
             raise ValueError(f"start must be 'sit' or 'stand', got {start!r}")
@@ -238,7 +246,18 @@ class Scenario:
         self.mounting_offset_deg = _angles(mounting_offset_deg, "mounting_offset_deg")
         self.mounting_offset_deg_2 = _angles(mounting_offset_deg_2, "mounting_offset_deg_2")
         self.rng = np.random.default_rng(self.seed)
+        self.natural_motion = natural_motion
         self.wearer = Wearer.draw(self.rng)
+        if not natural_motion:
+            self.wearer = replace(
+                self.wearer,
+                breath_deg=0.0,
+                sway_hip_deg=0.0,
+                sway_spine_deg=0.0,
+                sway_lateral_deg=0.0,
+                sway_twist_deg=0.0,
+                sway_position_m=0.0,
+            )
         self.segments: list[Segment] = []
         initial = np.zeros(len(_CHANNELS))
         initial[HEADING] = self.rng.uniform(-180.0, 180.0)
@@ -301,13 +320,26 @@ class Scenario:
         value = float(self.rng.normal(0.0, sd))
         return value if limit is None else float(np.clip(value, -limit, limit))
 
+    def _offset(self, sd: float) -> float:
+        """A small random postural offset (lateral lean, twist); none without natural motion."""
+        value = self._normal(sd)
+        return value if self.natural_motion else 0.0
+
     # ----- transitions -----------------------------------------------------------------------
 
     def _put_on(self) -> None:
         start, blend = self._t, 6.0
+        desk = self._pieces[-1]
         self._pieces.append(
             _Piece(
-                start, blend, "upright", handling_deg=self._uniform(15, 30), handling_axis=self._random_axis()
+                start,
+                blend,
+                "upright",
+                handling_deg=self._uniform(15, 30),
+                handling_axis=self._random_axis(),
+                desk_sign=tuple(
+                    _sign_towards(q, self._expected_body(i, "upright")) for i, q in enumerate(desk.desk_q)
+                ),
             )
         )
         self._label(start, Activity.NOT_WORN, worn=False)
@@ -384,6 +416,8 @@ class Scenario:
         long_hold_s: tuple[float, float] = (15.0, 90.0),
     ) -> None:
         """Brief fidgets and longer posture shifts (bumps), roughly every `every_s` seconds."""
+        if not self.natural_motion:
+            return
         t = start_s + float(self.rng.exponential(every_s))
         while True:
             rise = self._uniform(0.4, 1.0)
@@ -409,12 +443,30 @@ class Scenario:
         axis = self.rng.standard_normal(3)
         return np.asarray(axis / np.linalg.norm(axis), dtype=np.float64)
 
+    def _expected_body(self, sensor: int, mode: str) -> Array:
+        """Body-frame orientation of `sensor` at the current baseline posture (no sway)."""
+        facing = quat.multiply(quat.about_axis(2, np.radians(self._level[HEADING])), Q_NEUTRAL)
+        w = self.wearer
+        if sensor == 0:
+            posture = _posture_quat(
+                np.array(self._level[HIP] + self._level[SPINE]),
+                np.array(self._level[LATERAL]),
+                np.array(self._level[TWIST]),
+            )
+        else:
+            posture = _posture_quat(
+                np.array(self._level[HIP] + w.spine_share_lower * self._level[SPINE]),
+                np.array(w.lateral_share_lower * self._level[LATERAL]),
+                np.array(w.twist_share_lower * self._level[TWIST]),
+            )
+        return quat.multiply(quat.multiply(facing, _MODE_ROTATIONS[mode]), posture)
+
     def _desk_orientation(self, sensor: int, desk_up: Sequence[float] | None) -> Array:
         """Body-frame orientation that puts the *sensor* on the desk with `desk_up` (sensor-frame
         up vector) or, when None, resting on a random face with a random yaw and a slight tilt.
 
-        The yaw is drawn so that the desk pose is less than 150° from the body pose when the
-        device is taken off and put back on: the blend between them (nlerp) is then unambiguous.
+        The yaw is drawn, when possible, so that the desk pose is less than 150° from the body
+        pose when the device is taken off: the handling then turns it the short way.
         """
         if desk_up is None:
             faces = np.array([[0, 0, 1], [0, 0, -1], [1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0]], float)
@@ -423,23 +475,15 @@ class Scenario:
         else:
             face = np.asarray(desk_up, dtype=np.float64)
             tilt = quat.IDENTITY
-        facing = quat.multiply(quat.about_axis(2, np.radians(self._level[HEADING])), Q_NEUTRAL)
-        spine_share = 1.0 if sensor == 0 else self.wearer.spine_share_lower
-        flexion = self._level[HIP] + spine_share * self._level[SPINE]
-        body_poses = [
-            quat.multiply(
-                facing, _posture_quat(np.array(flexion), np.array(self._level[LATERAL]), np.array(0.0))
-            ),
-            facing,  # put back on standing upright
-        ]
+        body = self._expected_body(sensor, self._posture)
         mount = self._mounting(sensor)
         align = quat.between(face, _UP)
-        for _ in range(200):
+        for _ in range(50):
             q_sensor = quat.multiply(
                 tilt, quat.multiply(quat.about_axis(2, self._uniform(-np.pi, np.pi)), align)
             )
             q_body = quat.normalize(quat.multiply(q_sensor, quat.conjugate(mount)))
-            if all(abs(float(np.dot(q_body, pose))) > np.cos(np.radians(75.0)) for pose in body_poses):
+            if abs(float(np.dot(q_body, body))) > np.cos(np.radians(75.0)):
                 break
         return q_body
 
@@ -457,7 +501,7 @@ class Scenario:
         body = self._t
         end = self._body_end(start, duration_s, 2.0)
         flexion = self._uniform(-3.0, 6.0) if flexion_deg is None else flexion_deg
-        self._set(body, 1.5, spine=flexion, hip=0.0, lateral=self._normal(1.0), twist=self._normal(2.0))
+        self._set(body, 1.5, spine=flexion, hip=0.0, lateral=self._offset(1.0), twist=self._offset(2.0))
         self._set(body, 1.5, sway=1.0, breath=1.0, gait=0.0, stairs=0.0)
         self._fidgets(body + 1.5, end, every_s=40.0, spine_sd=2.5, lateral_sd=1.5, twist_sd=4.0, hip_sd=1.0)
         self._label(body, Activity.STATIC)
@@ -470,7 +514,7 @@ class Scenario:
         body = self._t
         end = self._body_end(start, duration_s, 5.0)
         target = self._uniform(24.0, 38.0) if to_deg is None else to_deg
-        self._set(body, end - body, spine=target, lateral=self._level[LATERAL] + self._normal(1.5, 3.0))
+        self._set(body, end - body, spine=target, lateral=self._level[LATERAL] + self._offset(1.5))
         self._set(body, 1.0, sway=1.0, breath=1.0, gait=0.0, stairs=0.0)
         self._fidgets(body + 2.0, end, every_s=60.0, spine_sd=1.5, lateral_sd=1.5, twist_sd=3.0)
         self._label(body, Activity.STATIC)
@@ -501,8 +545,8 @@ class Scenario:
         depth = self._uniform(25.0, 60.0) if depth_deg is None else depth_deg
         hip_share = self._uniform(0.4, 0.7) if self._stance == "sit" else self._uniform(0.6, 0.85)
         sideways = bool(self.rng.random() < 0.4) if side is None else side
-        lateral = self._normal(6.0, 12.0) if sideways else self._normal(1.0)
-        twist = self._normal(15.0, 30.0) if sideways else self._normal(3.0)
+        lateral = self._normal(6.0, 12.0) if sideways else self._offset(1.0)
+        twist = self._normal(15.0, 30.0) if sideways else self._offset(3.0)
         rise, fall = self._uniform(0.7, 1.3), self._uniform(0.7, 1.4)
         hold = self._uniform(0.3, 2.0)
         if duration_s is not None:
@@ -548,7 +592,7 @@ class Scenario:
         body = self._t
         end = self._body_end(start, duration_s, 2.0)
         flexion = self._uniform(-2.0, 4.0) if flexion_deg is None else flexion_deg
-        self._set(body, 1.5, spine=flexion, hip=0.0, lateral=self._normal(1.0), twist=self._normal(2.0))
+        self._set(body, 1.5, spine=flexion, hip=0.0, lateral=self._offset(1.0), twist=self._offset(2.0))
         self._set(body, 1.5, sway=1.4, breath=1.0, gait=0.0, stairs=0.0)
         self._fidgets(
             body + 1.5, end, every_s=25.0, spine_sd=1.0, lateral_sd=2.0, twist_sd=3.0, long_hold_s=(2.0, 15.0)
@@ -643,6 +687,7 @@ class Scenario:
             handling = 5.0
             n_sensors = 2 if self.two_sensors else 1
             base = np.array([self._uniform(-1.0, 1.0), self._uniform(-1.0, 1.0), 0.75])
+            desk_q = tuple(self._desk_orientation(i, desk_up if i == 0 else None) for i in range(n_sensors))
             self._pieces.append(
                 _Piece(
                     start,
@@ -650,10 +695,11 @@ class Scenario:
                     "desk",
                     handling_deg=self._uniform(20.0, 40.0),
                     handling_axis=self._random_axis(),
-                    desk_q=tuple(
-                        self._desk_orientation(i, desk_up if i == 0 else None) for i in range(n_sensors)
-                    ),
+                    desk_q=desk_q,
                     desk_position_m=tuple(base + np.array([0.12 * i, 0.0, 0.0]) for i in range(n_sensors)),
+                    desk_sign=tuple(
+                        _sign_towards(q, self._expected_body(i, self._posture)) for i, q in enumerate(desk_q)
+                    ),
                 )
             )
             # Out of sight on the desk, the body gets ready for putting the device back on.
@@ -814,7 +860,13 @@ class Scenario:
             position = body_positions[sensor].copy()
             if np.any(near_desk):
                 weight_desk = desk_weight[near_desk]
-                q_wb[near_desk] = quat.nlerp(q_wb[near_desk], pieces.desk_q[sensor][desk_piece], weight_desk)
+                # Linear blend without per-sample sign alignment: the sign is fixed per transition
+                # (desk_sign), so the path stays continuous even for a half-turn.
+                desk_q = (
+                    pieces.desk_q[sensor][desk_piece] * pieces.desk_sign[sensor][current[near_desk]][:, None]
+                )
+                w_col = weight_desk[:, None]
+                q_wb[near_desk] = quat.normalize((1.0 - w_col) * q_wb[near_desk] + w_col * desk_q)
                 position[near_desk] = (1.0 - weight_desk)[:, None] * position[near_desk] + weight_desk[
                     :, None
                 ] * pieces.desk_position_m[sensor][desk_piece]
@@ -839,6 +891,9 @@ class Scenario:
                 np.array([p.desk_q[i] if p.desk_q else quat.IDENTITY for p in pieces])
                 for i in range(n_sensors)
             ],
+            desk_sign=[
+                np.array([p.desk_sign[i] if p.desk_sign else 1.0 for p in pieces]) for i in range(n_sensors)
+            ],
             desk_position_m=[
                 np.array([p.desk_position_m[i] if p.desk_position_m else np.zeros(3) for p in pieces])
                 for i in range(n_sensors)
@@ -858,6 +913,7 @@ class _PieceTable:
     handling_rad: Array
     handling_axis: Array
     desk_q: list[Array]
+    desk_sign: list[Array]
     desk_position_m: list[Array]
 
 
@@ -899,7 +955,8 @@ def _truth_columns(
     truth["truth_flexion_deg"] = flexion[0]
     if len(flexion) == 2:
         truth["truth_flexion_deg_2"] = flexion[1]
-        truth["truth_curvature_deg"] = flexion[0] - flexion[1]
+        # Wrapped to (-180, 180]: only matters lying on the side, where flexion is ill-defined.
+        truth["truth_curvature_deg"] = 180.0 - np.mod(180.0 - (flexion[0] - flexion[1]), 360.0)
     truth["truth_lateral_deg"] = np.where(off, np.nan, recording.lateral_deg_from_up(up_body[0]))
     inclination = np.degrees(np.arccos(np.clip(up_body[0][:, 0], -1.0, 1.0)))
     truth["truth_inclination_deg"] = np.where(off, np.nan, inclination)
@@ -907,6 +964,11 @@ def _truth_columns(
     truth["truth_worn"] = worn
     truth["truth_slouch"] = recording.label_slouch_episodes(flexion[0], activity, worn, rate_hz)
     return truth
+
+
+def _sign_towards(q: Array, reference: Array) -> float:
+    """+1 or −1: the sign that puts q in the same hemisphere as `reference`."""
+    return 1.0 if float(np.dot(q, reference)) >= 0.0 else -1.0
 
 
 def _angles(values: Sequence[float], what: str) -> tuple[float, float, float]:

@@ -105,7 +105,7 @@ _DECIMATION = (0, 1, 2, 3, 4, 8, 16, 32)
 _NOISE_ROWS = 512  # distinct 6-axis noise vectors, drawn at random every sample ...
 _NOISE_SHIFT = 22  # ... indexed by the top 9 bits of a 31-bit LCG
 _DRIFT_TAU_S = 600.0  # bias drift: Ornstein-Uhlenbeck time constant ...
-_DRIFT_STD_ACCEL_G = 0.001  # ... and stationary standard deviations
+_DRIFT_STD_ACCEL_G = 0.0005  # ... and stationary standard deviations
 _DRIFT_STD_GYRO_DPS = 0.1
 
 _MODE_OFF = 0
@@ -145,7 +145,9 @@ class LSM6DSModel:
 
     def __init__(self, variant, source=None, seed=0, noise=True):
         if variant not in VARIANTS:
-            raise ValueError("unknown LSM6DS variant %r: use one of %s" % (variant, ", ".join(sorted(VARIANTS))))
+            raise ValueError(
+                "unknown LSM6DS variant %r: use one of %s" % (variant, ", ".join(sorted(VARIANTS)))
+            )
         spec = VARIANTS[variant]
         self.variant = variant
         self.who_am_i = spec[0]
@@ -202,6 +204,13 @@ class LSM6DSModel:
     def next_sample_us(self):
         """Virtual time of the next sample (-1: both sensors powered down)."""
         return self._next_us if self._rate_mhz else -1
+
+    def last_sample_us(self):
+        """Virtual time of the sample the output registers hold (-1: none yet)."""
+        self._catch_up()
+        if not self._rate_mhz or self._k < 2:
+            return -1
+        return self._t0 + (self._k - 1) * 1000000000 // self._rate_mhz
 
     def fifo_unread_words(self):
         self._catch_up()
@@ -396,7 +405,9 @@ class LSM6DSModel:
         xl_hz = _ODR_MHZ[self._xl_code] / 1000
         g_hz = _ODR_MHZ[self._g_code] / 1000
         sig_x = self._xl_density_ug * math.sqrt(xl_hz / 2) / self.accel_ug_per_lsb if self.noise else 0.0
-        sig_g = self._g_density_mdps * 1000 * math.sqrt(g_hz / 2) / self.gyro_udps_per_lsb if self.noise else 0.0
+        sig_g = (
+            self._g_density_mdps * 1000 * math.sqrt(g_hz / 2) / self.gyro_udps_per_lsb if self.noise else 0.0
+        )
         key = (sig_x, sig_g)
         if key == self._noise_key:
             return
@@ -559,7 +570,9 @@ class LSM6DSModel:
             words = self._pat_len  # ... stores this many words
         else:
             ticks = max(self._bx_div, self._bg_div)
-            words = (ticks // self._bx_div if self._bx_div else 0) + (ticks // self._bg_div if self._bg_div else 0)
+            words = (ticks // self._bx_div if self._bx_div else 0) + (
+                ticks // self._bg_div if self._bg_div else 0
+            )
         room = self._fcap if mode == _MODE_CONTINUOUS else self._fcap - self._fcount
         return (room // words + 2) * ticks + 1
 

@@ -179,9 +179,14 @@ class FunctionSource:
 
 
 def write(path, rate_hz, rows):
-    """Write ``rows`` (sequences of ax_g, ay_g, az_g, gx_dps, gy_dps, gz_dps) as a stimulus file."""
-    rows = list(rows)
+    """Write ``rows`` (an iterable of ax_g, ay_g, az_g, gx_dps, gy_dps, gz_dps) as a stimulus
+    file, streaming (the row count goes into the header at the end); returns the count."""
+    n = 0
     with open(path, "wb") as f:
-        f.write(struct.pack(HEADER_FORMAT, MAGIC, VERSION, CHANNELS, rate_hz, len(rows)))
+        f.write(struct.pack(HEADER_FORMAT, MAGIC, VERSION, CHANNELS, rate_hz, 0))
         for r in rows:
             f.write(struct.pack(ROW_FORMAT, r[0], r[1], r[2], r[3], r[4], r[5]))
+            n += 1
+        f.seek(12)
+        f.write(struct.pack("<I", n))
+    return n
