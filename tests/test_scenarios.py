@@ -133,6 +133,23 @@ def test_walking_accelerations_are_realistic() -> None:
     assert norm.min() > 0.3
 
 
+@pytest.mark.parametrize("name", ["office-hour", "reaching", "stairs"])
+def test_a_good_fusion_filter_tracks_the_truth_orientation(name: str) -> None:
+    vqf = pytest.importorskip("vqf")
+    rec = generate(name, seed=1, hours=0.1)
+    estimate = vqf.offlineVQF(
+        np.ascontiguousarray(np.radians(rec.gyro_dps[0])),
+        np.ascontiguousarray(rec.accel_g[0] * 9.81),
+        None,
+        1.0 / rec.rate_hz,
+    )["quat6D"]
+    w, x, y, z = estimate.T
+    up = np.column_stack((2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)))
+    settled = rec.t_s > 10.0
+    error = angle_deg(up[settled], rec.truth_up()[settled])
+    assert np.sqrt(np.mean(error**2)) < 0.5
+
+
 # ----- truth definitions ----------------------------------------------------------------------------
 
 

@@ -17,10 +17,10 @@ import select  # noqa: F401
 import sys
 import time  # noqa: F401
 
-import vboard
 import lsm6ds_model  # noqa: F401
 import machine
 import stimulus  # noqa: F401
+import vboard
 import vclock
 
 try:
