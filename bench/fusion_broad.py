@@ -35,7 +35,9 @@ from emulator import DEVICE_DIR, REPO_ROOT
 from emulator.micropython_cmd import run_micropython
 
 BROAD_DIR = Path(os.environ.get("POSTURE_BROAD_DIR", REPO_ROOT.parent / "shared" / "data" / "broad"))
+ACCEL_FULL_SCALE_G = 16
 ACCEL_UG_PER_LSB = 488  # LSM6DS accelerometer at +-16 g
+GYRO_FULL_SCALE_DPS = 2000
 GYRO_UDPS_PER_LSB = 70_000  # LSM6DS gyro at +-2000 deg/s
 BATCH_SAMPLES = 26
 MADGWICK_BETA = 0.033  # ahrs' default IMU gain, for the float baseline in MicroPython
@@ -346,8 +348,8 @@ def run(progress: Any = None) -> BenchResult:
         "ours_heap_bytes_per_sample": report["ours_heap_bytes"],
         "madgwick_float_heap_bytes_per_sample": report["madgwick_heap_bytes"],
         "trials": len(trials),
-        "accel_full_scale_g": round(ACCEL_UG_PER_LSB * 32768 / 1e6),
-        "gyro_full_scale_dps": round(GYRO_UDPS_PER_LSB * 32768 / 1e6, -1),
+        "accel_full_scale_g": ACCEL_FULL_SCALE_G,
+        "gyro_full_scale_dps": GYRO_FULL_SCALE_DPS,
     }
     notes = [
         "ours: device/lib/fusion.py in the micropython unix port, raw int16 at +-16 g / +-2000 dps, "

@@ -37,6 +37,18 @@ for |v| < 2**30 ("MULC" in the comments). MULHI29(a, b) = a * b / 2**29 for |a|,
 On MicroPython the batch update is ``@micropython.viper`` native code reading the raw FIFO
 bytes through ``ptr16``; it allocates nothing. Under CPython (tests, host tools) the very same
 function runs as plain Python on the same integers, with small stand-ins for ``ptr16``/``ptr32``.
+
+On the BROAD recordings (real IMU data with optical ground truth; bench/fusion_broad.py) this
+filter, fed raw int16 samples at +-16 g / +-2000 deg/s in the micropython unix port, scores a mean
+inclination RMSE of 0.84 deg over 16 trials, against 0.93 deg for VQF on the float data.
+
+Minimal use::
+
+    fusion = FusionFilter(52, imu.accel_ug_per_lsb, imu.gyro_udps_per_lsb)
+    up_per_sample = array("h", bytes(6 * 64))       # 3 x int16 per sample, preallocated
+    n = imu.read_fifo(buf)                          # 12 bytes per sample
+    fusion.update_batch(buf, n, up_per_sample)     # or update_batch(buf, n)
+    x_q14, y_q14, z_q14 = fusion.up_q14             # latest; fusion.up() gives floats
 """
 
 import sys
@@ -130,10 +142,12 @@ _COEF_WORDS = const(18)
 
 
 class FusionSettings:
-    """Tuning of FusionFilter; the defaults are VQF's (tuned there on real data).
+    """Tuning of FusionFilter. The defaults are VQF's (tuned there on real data), except
+    coning_gain, which VQF lacks: 1/8 is best on BROAD's undisturbed trials (1/12, the textbook
+    value for linearly varying rates, is close behind; 0 disables the correction).
 
     tau_acc_s            time constant of the inertial-frame accelerometer low-pass, s (3.0)
-    coning_gain          two-sample coning correction gain (0.125; 1/12 for ideal rate samples)
+    coning_gain          two-sample coning correction gain (0.125)
     rest_tau_s           low-pass time constant used by rest detection, s (0.5)
     rest_gyro_dps        rest: max deviation of the gyro from its low-pass, deg/s (2.0)
     rest_accel_g         rest: max deviation of the accelerometer from its low-pass, g (0.05)
