@@ -17,6 +17,8 @@ from bench import BenchResult
 BENCHMARKS = {
     "firmware": "bench.firmware",
     "fusion_broad": "bench.fusion_broad",
+    "ingest": "bench.ingest",
+    "exposure": "bench.exposure",
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from array import array
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,7 @@ UPRIGHT = np.array([np.cos(np.pi / 4), 0.0, -np.sin(np.pi / 4), 0.0])  # sensor 
 
 
 def simulate(
-    segments: list[tuple[float, tuple[float, float, float], tuple[float, float, float]]],
+    segments: Sequence[tuple[float, Sequence[float], Sequence[float]]],
     rate_hz: float = 52.0,
     start: np.ndarray = UPRIGHT,
     gyro_offset_dps: tuple[float, float, float] = (0.0, 0.0, 0.0),
@@ -356,8 +357,8 @@ class _CheckedPointer:
 
     def __init__(self, buf, load_format: str, store_format: str) -> None:
         raw = memoryview(buf).cast("B")
-        self._load = raw.cast(load_format)
-        self._store = raw.cast(store_format)
+        self._load = raw.cast(load_format)  # type: ignore[call-overload]
+        self._store = raw.cast(store_format)  # type: ignore[call-overload]
 
     def __getitem__(self, i: int) -> Int32:
         return Int32(self._load[i])

@@ -145,7 +145,7 @@ class BoardRunner:
         cfg.setdefault("imu_addrs", list(IMU_ADDRESSES[: recording.n_sensors]))
         text = self.board.config_text if self.board.config_text is not None else json.dumps(cfg)
         (self.flash_dir / "config.json").write_text(text)
-        notes = []
+        notes: list[str] = []
         sensors = []
         for i in range(recording.n_sensors):
             spec = self.board.sensors[min(i, len(self.board.sensors) - 1)]
@@ -235,7 +235,7 @@ class BoardRunner:
             raise FirmwareRunError(
                 "the firmware did not run to power-off (exit {}):\n{}\n--- console ---\n{}".format(proc.returncode, "\n".join(errors[-40:]), "\n".join(console[-20:]))
             )
-        notes = []
+        notes: list[str] = []
         for imu in imus:
             source_hz, odr_hz = imu["source_mhz"] / 1000, imu["odr_mhz"] / 1000
             if odr_hz and abs(source_hz - odr_hz) > 0.01:

@@ -1,0 +1,54 @@
+"""Companion settings, in one place.
+
+Every setting can come from the environment with the ``POSTURE_`` prefix (or a ``.env`` file
+in the working directory)::
+
+    POSTURE_DATABASE_URL=postgresql+psycopg://posture:secret@db/posture   # default: SQLite file
+    POSTURE_DATA_DIR=/var/lib/posture                                     # where the SQLite file lives
+    POSTURE_REQUIRE_BATCH_HMAC=true                                       # refuse unsigned batches
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "posture"
+
+
+class Settings(BaseSettings):
+    """Companion settings (environment variables ``POSTURE_<NAME>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="POSTURE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        default_factory=_default_data_dir, description="Folder of the default SQLite file."
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the store; None means a SQLite file `posture.db` in data_dir.",
+    )
+    require_batch_hmac: bool = Field(
+        default=False,
+        description="Refuse record batches that carry no HMAC (see companion.ingest.batch_mac).",
+    )
+    default_timezone: str = Field(
+        default="UTC", description="IANA time zone of new workers: it decides where their days begin."
+    )
+
+    def resolved_database_url(self) -> str:
+        """The URL to connect to: database_url, or the SQLite file in data_dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'posture.db'}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once; tests build their own Settings instead)."""
+    return Settings()

@@ -1,0 +1,65 @@
+"""The companion's SQL store: SQLAlchemy 2 models, engine/session helpers, Alembic migrations.
+
+SQLite file by default, PostgreSQL (or any SQLAlchemy backend) via ``POSTURE_DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .db import (
+    MIGRATIONS_DIR,
+    alembic_config,
+    make_engine,
+    open_store,
+    session_factory,
+    session_scope,
+    upgrade_database,
+)
+from .models import (
+    ROLES,
+    Base,
+    DailyExposure,
+    Device,
+    Event,
+    MinuteSummary,
+    Organisation,
+    Record,
+    Team,
+    TeamMember,
+    User,
+    Worker,
+)
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "ROLES",
+    "Base",
+    "DailyExposure",
+    "Device",
+    "Event",
+    "MinuteSummary",
+    "Organisation",
+    "Record",
+    "Team",
+    "TeamMember",
+    "User",
+    "Worker",
+    "alembic_config",
+    "bins_from_bytes",
+    "bins_to_bytes",
+    "make_engine",
+    "open_store",
+    "session_factory",
+    "session_scope",
+    "upgrade_database",
+]
+
+
+def bins_to_bytes(seconds: Sequence[int]) -> bytes:
+    """Packed histogram column: one byte per bin (each 0..60 s)."""
+    return bytes(seconds)
+
+
+def bins_from_bytes(packed: bytes) -> list[int]:
+    return list(packed)

@@ -1,0 +1,219 @@
+"""The companion store: migrations, constraints, settings.
+
+Every test taking `db_url` runs on SQLite, and on PostgreSQL too when POSTURE_TEST_POSTGRES_URL
+is set (e.g. ``postgresql+psycopg://user:pw@127.0.0.1:5432/db``; the database is emptied first).
+The fixtures here are shared with tests/test_ingest.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+
+import protocol
+from companion.settings import Settings
+from companion.store import (
+    DailyExposure,
+    Device,
+    MinuteSummary,
+    Organisation,
+    Record,
+    Team,
+    User,
+    Worker,
+    alembic_config,
+    bins_from_bytes,
+    bins_to_bytes,
+    make_engine,
+    open_store,
+    session_factory,
+    session_scope,
+    upgrade_database,
+)
+
+POSTGRES_URL_ENV = "POSTURE_TEST_POSTGRES_URL"
+TABLES = {
+    "organisations",
+    "teams",
+    "workers",
+    "users",
+    "team_members",
+    "devices",
+    "records",
+    "minute_summaries",
+    "events",
+    "daily_exposure",
+}
+
+
+def _empty_database(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        existing = sa.MetaData()
+        existing.reflect(conn)
+        existing.drop_all(conn)
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file, or the PostgreSQL database of POSTURE_TEST_POSTGRES_URL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'posture.db'}"
+        return
+    url = os.environ.get(POSTGRES_URL_ENV)
+    if not url:
+        pytest.skip(f"{POSTGRES_URL_ENV} is not set")
+    _empty_database(url)
+    yield url
+    _empty_database(url)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """A store migrated to the newest revision, as the app opens it at start-up."""
+    engine = open_store(db_url)
+    yield engine
+    engine.dispose()
+
+
+def add_worker_and_device(
+    engine: Engine, device_id: str = "W017", key: bytes | None = b"k" * 32, timezone: str = "UTC"
+) -> tuple[int, int]:
+    """A worker (in a team) wearing a registered device: (worker id, device pk)."""
+    with session_scope(engine) as session:
+        org = Organisation(name=f"Acme {device_id}")
+        team = Team(organisation=org, name="packing")
+        worker = Worker(team=team, name=f"wearer of {device_id}", timezone=timezone)
+        device = Device(device_id=device_id, key=key, worker=worker)
+        session.add_all([org, team, worker, device])
+        session.flush()
+        return worker.id, device.id
+
+
+# ---- migrations ---------------------------------------------------------------------------------
+
+
+def test_upgrade_head_creates_every_table_and_can_run_again(db_url: str):
+    engine = open_store(db_url)
+    upgrade_database(engine)  # already at head: nothing to do, no error
+    names = set(sa.inspect(engine).get_table_names())
+    assert TABLES <= names
+    assert "alembic_version" in names
+    engine.dispose()
+
+
+def test_migrations_match_the_models(engine: Engine):
+    # Fails when a model changed without a new Alembic revision.
+    command.check(alembic_config(engine))
+
+
+def test_downgrade_to_base_and_back(engine: Engine):
+    command.downgrade(alembic_config(engine), "base")
+    assert not TABLES & set(sa.inspect(engine).get_table_names())
+    upgrade_database(engine)
+    assert TABLES <= set(sa.inspect(engine).get_table_names())
+
+
+# ---- constraints and round trips ----------------------------------------------------------------
+
+
+def test_a_device_seq_is_stored_once(engine: Engine):
+    _, device_pk = add_worker_and_device(engine)
+    row = {"device_pk": device_pk, "seq": 7, "rtype": 5, "payload": b"\0" * 6, "crc": 0}
+    with session_scope(engine) as session:
+        session.execute(sa.insert(Record), [row])
+    with pytest.raises(IntegrityError), session_scope(engine) as session:
+        session.execute(sa.insert(Record), [row])
+
+
+def test_the_same_seq_from_two_devices_is_fine(engine: Engine):
+    _, a = add_worker_and_device(engine, "A1")
+    _, b = add_worker_and_device(engine, "B2")
+    with session_scope(engine) as session:
+        session.execute(
+            sa.insert(Record),
+            [{"device_pk": pk, "seq": 7, "rtype": 5, "payload": b"", "crc": 0} for pk in (a, b)],
+        )
+        assert session.scalar(sa.select(sa.func.count()).select_from(Record)) == 2
+
+
+def test_user_roles_are_checked(engine: Engine):
+    with session_scope(engine) as session:
+        session.add(User(email="erg@example.org", password_hash="x", role="ergonomist"))
+    with pytest.raises(IntegrityError), session_scope(engine) as session:
+        session.add(User(email="boss@example.org", password_hash="x", role="boss"))
+
+
+def test_minute_histograms_round_trip_as_packed_bytes(engine: Engine):
+    worker_id, device_pk = add_worker_and_device(engine)
+    flexion = [0, 3, 50, 7] + [0] * 16
+    inclination = [0] * 19 + [60]
+    with session_scope(engine) as session:
+        session.add(
+            MinuteSummary(
+                device_pk=device_pk,
+                worker_id=worker_id,
+                seq=1,
+                start_s=4_000_000_000,  # beyond a signed 32-bit integer
+                worn_s=60,
+                flexion_bins=bins_to_bytes(flexion),
+                inclination_bins=bins_to_bytes(inclination),
+                lateral_bins=bins_to_bytes([0, 0, 60, 0, 0]),
+                activity_s=bins_to_bytes([0, 60, 0, 0, 0]),
+                alert_count=1,
+                longest_bout_s=12,
+                curvature_mean_ddeg=-35,
+            )
+        )
+    with session_scope(engine) as session:
+        minute = session.scalars(sa.select(MinuteSummary)).one()
+        assert minute.start_s == 4_000_000_000
+        assert bins_from_bytes(minute.flexion_bins) == flexion
+        assert bins_from_bytes(minute.inclination_bins) == inclination
+        assert len(minute.flexion_bins) == protocol.ANGLE_BINS
+
+
+def test_daily_exposure_is_one_row_per_worker_day_with_json_metrics(engine: Engine):
+    worker_id, _ = add_worker_and_device(engine)
+    day = dt.date(2026, 1, 1)
+    with session_scope(engine) as session:
+        session.add(DailyExposure(worker_id=worker_id, day=day, metrics={"worn_s": 5, "p": [1.5, None]}))
+    with session_scope(engine) as session:
+        row = session.scalars(sa.select(DailyExposure)).one()
+        assert row.metrics == {"worn_s": 5, "p": [1.5, None]}
+    with pytest.raises(IntegrityError), session_scope(engine) as session:
+        session.add(DailyExposure(worker_id=worker_id, day=day))
+
+
+def test_workers_default_to_utc(engine: Engine):
+    with session_scope(engine) as session:
+        session.add(Worker(name="no zone given"))
+    with session_factory(engine)() as session:
+        assert session.scalars(sa.select(Worker.timezone)).one() == "UTC"
+
+
+# ---- settings -----------------------------------------------------------------------------------
+
+
+def test_default_database_is_a_sqlite_file_in_the_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("POSTURE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("POSTURE_DATA_DIR", str(tmp_path / "data"))
+    url = Settings().resolved_database_url()
+    assert url == f"sqlite:///{tmp_path / 'data' / 'posture.db'}"
+    engine = open_store(url)
+    assert (tmp_path / "data" / "posture.db").exists()
+    engine.dispose()
+
+
+def test_database_url_from_the_environment_wins(monkeypatch: pytest.MonkeyPatch):
+    url = "postgresql+psycopg://posture:pw@db.example.org/posture"
+    monkeypatch.setenv("POSTURE_DATABASE_URL", url)
+    assert Settings().resolved_database_url() == url
