@@ -10,10 +10,11 @@
 import utime
 import vclock
 
-# asyncio's C task queue stamps tasks created with no deadline with the *real* ms tick.
-# Starting the virtual tick at the real tick keeps those stamps "now or earlier" once the
-# virtual clock runs ahead, so such tasks run at once, as they should.
-_BASE_MS = utime.ticks_ms()
+# asyncio's C task queue stamps a task created with no deadline with the *real* ms tick,
+# meaning "run it now".  The virtual tick starts a million seconds past the real one, so such
+# stamps always lie in the virtual past and those tasks run at once, never delaying the
+# virtual clock by the real time the process took.  (ticks wrap only after 2**62 ms here.)
+_BASE_MS = utime.ticks_add(utime.ticks_ms(), 1000000000)
 _EPOCH_2000_TO_1970_S = 946684800
 
 ticks_add = utime.ticks_add
