@@ -12,9 +12,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="posture", description="Open wearable posture sensor: firmware tools and companion."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    from companion import replay
+    from companion import flash_cmd, replay
 
     replay.add_parser(sub)
+    flash_cmd.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
