@@ -8,17 +8,23 @@
 #   - |a| - 1 g also goes into a ring of the last 256 samples for the step periodicity;
 #   - gyro: per-axis sum and sum of squares of the raw rate (stillness, bias learning) and the
 #     sum of the bias-corrected rate magnitude (motion intensity, mean angular velocity).
-# Per second (`end_second`, ints and a few floats):
+# Per second (`end_second`, small ints only: nothing to collect on the unix port, and on the
+# ESP32 only the rare sum above 2**30):
 #   - periodicity: normalised autocorrelation of |a| over the last 2 s at the lags of a step
 #     (1.2-2.6 steps/s); walking = periodic and vigorous enough;
+#   - orientation: the mean accelerometer vector of the second against the neutral posture;
 #   - lying = the spine axis 60 deg or more from vertical sideways or backwards (supine, on a
-#     side), or 80 deg forwards for 10 s (prone; deep bends do not last);
+#     side), or 83 deg forwards for 5 s (prone; deep bends do not last), and not turning;
 #   - not_worn = perfect stillness: every gyro axis and |a| flat to within the sensor noise for
 #     not_worn_s (a worn sensor always sees breathing and the heartbeat, at least 0.3 deg/s
 #     swings every few seconds), or an orientation no wearer has (upside down) for 5 s;
 #   - moving = the trunk turns or accelerates beyond the thresholds; static otherwise.
 # While the haptic motor runs, its vibration is not motion: `end_second(motor_on=True)` keeps
 # the previous class and leaves the stillness and bias statistics alone.
+#
+# Known limits: the first not_worn_s seconds on a desk still count as worn (lying or static:
+# the minute already logged is not rewritten), and a reach's bent hold of a second or two
+# reads as static (its moving seconds are the turning ones).
 import sys
 from array import array
 
@@ -26,11 +32,11 @@ import protocol
 
 if sys.implementation.name == "micropython":
     import micropython
-    from micropython import const
+    from micropython import const  # pyright: ignore[reportAssignmentType]
 else:  # CPython: the plain-Python stand-ins of the viper kernels (see posture.py)
     from posture import const, micropython, ptr16, ptr32
 
-from posture import _frame_rows
+from posture import _frame_rows, atan2_cdeg, isqrt
 
 _RING = const(256)  # samples of |a| kept for the periodicity (>= 2 s at 104 Hz)
 _RING_MASK = const(255)
@@ -224,13 +230,16 @@ def _periodicity_kernel(ring, acc, per):
 class ActivitySettings:
     """Thresholds of the per-second activity classes (units in the names).
 
-    not_worn_s            perfect stillness this long means the device is off the body; 30 s
+    not_worn_s            perfect stillness this long means the device is off the body; 20 s
+                          (worn, the scenarios never show more than 4 s: breathing and the
+                          heartbeat keep a worn sensor moving)
     still_gyro_mdps       "perfectly still": every gyro axis varies less than this within the
                           second (standard deviation); 100 mdps (3x the LSM6DS noise at 52 Hz)
     still_accel_mg        ... and |a| less than this; 3 mg
     lying_deg             spine axis this far from vertical (sideways/backwards) = lying; 60
-    lying_prone_deg       forwards this far for lying_prone_s = lying prone; 80 deg, 10 s
-    walk_periodicity      normalised autocorrelation of |a| at a step lag for walking; 0.4
+    lying_prone_deg       forwards this far for lying_prone_s = lying prone; 83 deg, 5 s
+                          (deep bends and hip hinges stay below, or do not last)
+    walk_periodicity_pct  normalised autocorrelation of |a| at a step lag for walking; 40 %
     walk_accel_mg         and a standard deviation of |a| of at least this; 40 mg
     moving_gyro_dps       mean trunk angular speed above this = moving; 15 deg/s
     moving_accel_mg       or a standard deviation of |a| above this; 60 mg
@@ -238,13 +247,13 @@ class ActivitySettings:
 
     def __init__(
         self,
-        not_worn_s=30,
+        not_worn_s=20,
         still_gyro_mdps=100,
         still_accel_mg=3,
         lying_deg=60,
-        lying_prone_deg=80,
-        lying_prone_s=10,
-        walk_periodicity=0.4,
+        lying_prone_deg=83,
+        lying_prone_s=5,
+        walk_periodicity_pct=40,
         walk_accel_mg=40,
         moving_gyro_dps=15,
         moving_accel_mg=60,
@@ -255,7 +264,7 @@ class ActivitySettings:
         self.lying_deg = lying_deg
         self.lying_prone_deg = lying_prone_deg
         self.lying_prone_s = lying_prone_s
-        self.walk_periodicity = walk_periodicity
+        self.walk_periodicity_pct = walk_periodicity_pct
         self.walk_accel_mg = walk_accel_mg
         self.moving_gyro_dps = moving_gyro_dps
         self.moving_accel_mg = moving_accel_mg
@@ -270,21 +279,41 @@ class ActivitySettings:
 
 
 _IMPLAUSIBLE_S = const(5)
+_IMPLAUSIBLE_CDEG = const(13500)  # the spine axis pointing down: nobody wears it so
+_WALK_TILT_CDEG = const(4500)  # walking is upright
+_WALK_ON_MG = const(5)  # a walk already detected goes on down to this |a| deviation
+_QUIET_MDPS = const(500)  # seconds this still (each gyro axis) teach the gyro bias
 _BIAS_SHIFT = const(6)  # gyro bias: exponential mean of quiet seconds, weight 1/64
+_SATURATED = const(0x3FFFFFFF)
+
+
+def _var16(s1, s2, n):
+    """16 x the variance of n values from their sum s1 and sum of squares s2, exactly (floor),
+    in small ints (no big-int allocation on the ESP32); large variances saturate.
+
+    With s1 = q n + r (0 <= r < n): n s2 - s1^2 = n (s2 - q^2 n - 2 q r) - r^2."""
+    if s2 >= 0x4000000:
+        return _SATURATED
+    q = s1 // n
+    r = s1 - q * n
+    t = s2 - q * q * n - 2 * q * r  # q^2 n <= s2 < 2**26
+    v = ((t << 4) - ((r * r) << 4) // n) // n
+    return v if v > 0 else 0
 
 
 class Activity:
     """Per-second activity from the raw samples of the upper sensor.
 
-    capacity, odr_hz        batch size and sample rate
+    odr_hz                                samples per second
     accel_ug_per_lsb, gyro_udps_per_lsb   the driver's integer sensitivities
 
     Per batch:   update(raw, start, stop)   samples start..stop-1 of the 12-byte-sample buffer
     Per second:  end_second(motor_on=False) -> protocol.ACTIVITY_* (also in .code); then
-                 .velocity_ddps (mean trunk angular speed, 0.1 deg/s), .accel_sd_mg,
-                 .periodicity (0..1), .tilt_deg (spine axis from vertical)
-    `reference`: the upright up vector (x, y, z) orientation is judged from (default the
-    sensor's x axis; the glue may set the posture's neutral).
+                 .velocity_ddps (mean trunk angular speed, 0.1 deg/s), .tilt_cdeg (spine axis
+                 from vertical, 0.01 deg), .periodicity_q10, .accel_sd_mg, .still
+    `reference`: the upright up vector (x, y, z) that orientation is judged from (default the
+    sensor's x axis; the glue sets the posture's neutral).
+    Per second it allocates a few small objects at most (integer arithmetic throughout).
     """
 
     def __init__(self, odr_hz, accel_ug_per_lsb, gyro_udps_per_lsb, settings=None):
@@ -300,21 +329,28 @@ class Activity:
         self._per[_P_WINDOW] = min(2 * odr_hz, _RING)
         self._per[_P_LAG_MIN] = max(2, odr_hz * 10 // 26)  # 2.6 steps/s
         self._per[_P_LAG_MAX] = odr_hz * 10 // 12  # 1.2 steps/s
-        self._bias16 = [0, 0, 0]  # gyro bias, LSB * 16
+        self._bias16 = array("i", bytes(12))  # gyro bias, LSB * 16
         self.reference = (1.0, 0.0, 0.0)
-        self._rows = None
-        self._rows_for = None
+        self._rows = (16384, 0, 0, 0, 16384, 0, 0, 0, 16384)  # Q14 frame of `reference`
+        self._rows_for = self.reference
         self.code = protocol.ACTIVITY_STATIC
         self.velocity_ddps = 0
-        self.accel_sd_mg = 0.0
-        self.periodicity = 0.0
-        self.tilt_deg = 0.0
+        self.accel_var16 = 0  # 16 x variance of |a| in mg^2
+        self.periodicity_q10 = 0
+        self.tilt_cdeg = 0
         self.still = False
         self._forward = False
         self._still_run = 0
         self._implausible_run = 0
         self._prone_run = 0
-        self._walk_run = 0
+
+    @property
+    def accel_sd_mg(self):
+        return self.accel_var16**0.5 / 4
+
+    @property
+    def tilt_deg(self):
+        return self.tilt_cdeg / 100
 
     # ---- per sample ---------------------------------------------------------------------
     def update(self, raw, start, stop):
@@ -326,6 +362,8 @@ class Activity:
 
     # ---- per second ---------------------------------------------------------------------
     def end_second(self, motor_on=False):
+        """Classify the second just ended.  motor_on: the haptic motor ran during it (its
+        vibration is not the wearer's motion): the previous class is kept."""
         s = self.settings
         acc = self._acc
         n = acc[_A_N]
@@ -333,41 +371,39 @@ class Activity:
             self._clear()
             return self.code
         # intensity of motion
-        mean_d = (acc[_A_D] - 4000 * n) / n
-        var_d = acc[_A_D2] / n - mean_d * mean_d
-        self.accel_sd_mg = var_d**0.5 if var_d > 0 else 0.0
+        self.accel_var16 = _var16(acc[_A_D] - 4000 * n, acc[_A_D2], n)
         self.velocity_ddps = (acc[_A_G] + n // 2) // n
-        # stillness, per gyro axis, and the gyro bias from quiet seconds
-        lsb_per_mdps = 1000 / self.gyro_udps_per_lsb
-        still_var = (s.still_gyro_mdps * lsb_per_mdps) ** 2
-        quiet_var = (500 * lsb_per_mdps) ** 2  # 0.5 deg/s
-        max_var = 0.0
-        means = [0.0, 0.0, 0.0]
+        # stillness per gyro axis (variance in (LSB/4)^2), and the gyro bias from quiet seconds
+        udps = self.gyro_udps_per_lsb
+        still = 4000 * s.still_gyro_mdps // udps
+        quiet = 4000 * _QUIET_MDPS // udps
+        max_var = 0
         for i in range(3):
-            m = (acc[_A_GX + i] - 2048 * n) / n
-            var = acc[_A_GX2 + i] / n - m * m
-            means[i] = m
-            if var > max_var:
-                max_var = var
-        self.still = max_var < still_var and self.accel_sd_mg < s.still_accel_mg
-        if max_var < quiet_var:
+            v = _var16(acc[_A_GX + i] - 2048 * n, acc[_A_GX2 + i], n)
+            if v > max_var:
+                max_var = v
+        self.still = max_var < still * still and self.accel_var16 < 16 * s.still_accel_mg * s.still_accel_mg
+        if max_var < quiet * quiet:
             coef = self._coef
+            bias = self._bias16
             for i in range(3):
-                b = self._bias16[i]
-                b += (int(16 * means[i]) - b) >> _BIAS_SHIFT
-                self._bias16[i] = b
+                b = bias[i]
+                b += (((acc[_A_GX + i] - 2048 * n) << 4) // n - b) >> _BIAS_SHIFT
+                bias[i] = b
                 coef[_K_BX + i] = (b + 8) >> 4
-        # orientation of the spine axis from the mean accelerometer vector
-        ax = acc[_A_AX] - 32768 * n
-        ay = acc[_A_AX + 1] - 32768 * n
-        az = acc[_A_AX + 2] - 32768 * n
-        self._orientation(ax, ay, az)
+        # orientation of the spine axis: the mean accelerometer vector (mg)
+        k = self._coef[_K_ACC]
+        self._orientation(
+            (((acc[_A_AX] - 32768 * n) // n) * k) >> 12,
+            (((acc[_A_AX + 1] - 32768 * n) // n) * k) >> 12,
+            (((acc[_A_AX + 2] - 32768 * n) // n) * k) >> 12,
+        )
         # step periodicity over the last 2 s
         if acc[_A_FILL] >= self._per[_P_WINDOW]:
             _periodicity_kernel(self._ring, acc, self._per)
-            self.periodicity = self._per[_P_BEST] / 1024
+            self.periodicity_q10 = self._per[_P_BEST]
         else:
-            self.periodicity = 0.0
+            self.periodicity_q10 = 0
         self._clear()
         self.code = self._classify()
         return self.code
@@ -378,22 +414,18 @@ class Activity:
             acc[i] = 0
 
     def _orientation(self, ax, ay, az):
-        import math
-
         if self._rows_for is not self.reference:
-            self._rows = _frame_rows(*self.reference)
+            self._rows = tuple(int(v * 16384) for v in _frame_rows(*self.reference))
             self._rows_for = self.reference
         r = self._rows
-        norm = (ax * ax + ay * ay + az * az) ** 0.5
-        if norm <= 0:
-            return
-        w1 = (r[0] * ax + r[1] * ay + r[2] * az) / norm
-        w2 = (r[3] * ax + r[4] * ay + r[5] * az) / norm
-        w3 = (r[6] * ax + r[7] * ay + r[8] * az) / norm
-        side = (w2 * w2 + w3 * w3) ** 0.5
-        self.tilt_deg = math.degrees(math.atan2(side, w1))
+        # mg (< 16000) x Q14: three products < 2**30 in all
+        w1 = (r[0] * ax + r[1] * ay + r[2] * az) >> 14
+        w2 = (r[3] * ax + r[4] * ay + r[5] * az) >> 14
+        w3 = (r[6] * ax + r[7] * ay + r[8] * az) >> 14
+        side = isqrt(w2 * w2 + w3 * w3)
+        self.tilt_cdeg = atan2_cdeg(side, w1)
         # forward: the tilt is mostly a forward bend (or prone), not sideways or backwards
-        self._forward = w3 > 0.7 * side
+        self._forward = 10 * w3 > 7 * side
 
     def _classify(self):
         s = self.settings
@@ -401,7 +433,7 @@ class Activity:
             self._still_run += 1
         else:
             self._still_run = 0
-        if self.tilt_deg > 135:
+        if self.tilt_cdeg > _IMPLAUSIBLE_CDEG:
             self._implausible_run += 1
         else:
             self._implausible_run = 0
@@ -410,20 +442,25 @@ class Activity:
                 return protocol.ACTIVITY_NOT_WORN
         elif self._still_run >= s.not_worn_s or self._implausible_run >= _IMPLAUSIBLE_S:
             return protocol.ACTIVITY_NOT_WORN
-        # lying: sideways or backwards at once; forwards (prone) only when it lasts
-        if self._forward and self.tilt_deg >= s.lying_prone_deg:
+        # lying: sideways or backwards at once; forwards (prone) only when it lasts.  Rolling
+        # over is moving.
+        var16 = self.accel_var16
+        intense = (
+            self.velocity_ddps >= 10 * s.moving_gyro_dps or var16 >= 16 * s.moving_accel_mg * s.moving_accel_mg
+        )
+        if self._forward and self.tilt_cdeg >= 100 * s.lying_prone_deg:
             self._prone_run += 1
         else:
             self._prone_run = 0
-        if self.tilt_deg >= s.lying_deg and not self._forward:
-            return protocol.ACTIVITY_LYING
-        if self._prone_run >= s.lying_prone_s:
-            return protocol.ACTIVITY_LYING
-        vigorous = self.accel_sd_mg >= s.walk_accel_mg
-        if vigorous and self.periodicity >= s.walk_periodicity and self.tilt_deg < 45:
-            self._walk_run += 1
-            return protocol.ACTIVITY_WALKING
-        self._walk_run = 0
-        if self.velocity_ddps >= 10 * s.moving_gyro_dps or self.accel_sd_mg >= s.moving_accel_mg:
+        if (self.tilt_cdeg >= 100 * s.lying_deg and not self._forward) or self._prone_run >= s.lying_prone_s:
+            return protocol.ACTIVITY_MOVING if intense else protocol.ACTIVITY_LYING
+        # walking: periodic steps, vigorous; a walk goes on while the steps stay periodic
+        # (slowing down to stop, turning at a landing)
+        if self.periodicity_q10 * 100 >= 1024 * s.walk_periodicity_pct and self.tilt_cdeg < _WALK_TILT_CDEG:
+            if var16 >= 16 * s.walk_accel_mg * s.walk_accel_mg or (
+                self.code == protocol.ACTIVITY_WALKING and var16 >= 16 * _WALK_ON_MG * _WALK_ON_MG
+            ):
+                return protocol.ACTIVITY_WALKING
+        if intense:
             return protocol.ACTIVITY_MOVING
         return protocol.ACTIVITY_STATIC

@@ -1,8 +1,8 @@
 # The posture alert: a buzz when the wearer stays flexed forward, evaluated once a second.
 #
-# A *spell* is a run of seconds with flexion above threshold_deg while the wearer is static
-# (sitting or standing): walking, moving (reaching, getting up), lying and not wearing the
-# device end it.  A spell that lasts hold_s fires an alert, once per spell:
+# A *spell* is a run of seconds with flexion above threshold_deg throughout (every sample of
+# the second) while the wearer is static (sitting or standing): walking, moving (reaching,
+# getting up), lying and not wearing the device end it.  A spell that lasts hold_s fires an alert, once per spell:
 #
 #   - it buzzes (escalation level 0) unless it is suppressed: alerts disabled, quiet hours,
 #     snoozed, within cooldown_s of the end of the last buzzed alert, or the day's cap reached;
@@ -102,9 +102,10 @@ class Alert:
 
     haptic   a haptic.Haptic (or None: silent); sink: append(rtype, payload) for ALERT events
 
-    update(now_s, activity, flexion_ddeg, peak_ddeg) -> 1 when an alert buzzed for the first
-    time this second (the minute summary's alert count), else 0.
-    snooze(now_s): the button.
+    update(now_s, activity, flexion_ddeg, min_ddeg, peak_ddeg) -> 1 when an alert buzzed for
+    the first time this second (the minute summary's alert count), else 0.  The flexion of the
+    second: mean, lowest and highest sample (posture.Posture after end_second).
+    snooze(now_s): the button.  close(now_s): before a reboot, log the open alert.
     """
 
     def __init__(self, settings=None, haptic=None, sink=None, patterns=None):
@@ -129,7 +130,7 @@ class Alert:
         self.buzzes_today = 0
         self.fired = 0  # alerts fired since boot (buzzed or suppressed)
 
-    def update(self, now_s, activity, flexion_ddeg, peak_ddeg):
+    def update(self, now_s, activity, flexion_ddeg, min_ddeg, peak_ddeg):
         s = self.settings
         threshold = 10 * s.threshold_deg
         buzzed = 0
@@ -149,7 +150,7 @@ class Alert:
                 self._next_escalation += s.escalate_s
                 self._buzz()
         # ---- the spell
-        if activity == protocol.ACTIVITY_STATIC and flexion_ddeg > threshold:
+        if activity == protocol.ACTIVITY_STATIC and min_ddeg > threshold:
             if self.spell_s == 0:
                 self._spell_peak = peak_ddeg
                 self._spell_fired = False
@@ -164,6 +165,11 @@ class Alert:
         else:
             self.spell_s = 0
         return buzzed
+
+    def close(self, now_s):
+        """Log an open alert now (before a reboot or power-off) as timed out."""
+        if self.open:
+            self._close(now_s, protocol.OUTCOME_TIMED_OUT, None)
 
     def snooze(self, now_s):
         """Silence alerts for snooze_s; closes a buzzing alert as snoozed."""

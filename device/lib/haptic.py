@@ -43,8 +43,8 @@ class Haptic:
         self._pattern = None
         self._step = 0
         self._on = False
-        self._next_ms = 0
-        self._off_ms = time.ticks_ms()
+        self._next_ms = time.ticks_ms()
+        self._off_ms = self._next_ms
         self._wake = None  # asyncio.Event of the run() task
         self.played = 0  # patterns started (for tests and the BUZZ_TEST reply)
 
@@ -87,7 +87,7 @@ class Haptic:
                 return wait
             if self._on:
                 self._motor(0)
-                off = pattern[self._step][1]
+                off = int(pattern[self._step][1])
                 self._next_ms = time.ticks_add(self._next_ms, off)
                 if off > 0:
                     continue
@@ -111,7 +111,10 @@ class Haptic:
                 await asyncio.sleep_ms(wait)
 
     def _start_step(self, at_ms):
-        on, _off, duty = self._pattern[self._step]
+        pattern = self._pattern
+        if pattern is None:
+            return
+        on, _off, duty = pattern[self._step]
         self._next_ms = time.ticks_add(at_ms, on)
         self._motor(duty)
 

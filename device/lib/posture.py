@@ -8,9 +8,16 @@
 #                forward positive: atan2(v3, v1) with v = M u, M the neutral frame below;
 #   lateral      frontal-plane bend, positive towards the wearer's right (the left side, +y,
 #                rises): atan2(v2, sqrt(v1^2 + v3^2));
-#   inclination  angle of up from the reference upright (the median upright-walking up vector,
-#                as ActiPASS zero-references the trunk), negative when the tilt is backwards:
-#                sign(w3) * atan2(sqrt(w2^2 + w3^2), w1) with w = R u.
+#   inclination  angle of up from the reference upright, negative when the tilt is backwards
+#                (extension, bin 0 of the histogram): sign(w3) * atan2(sqrt(w2^2 + w3^2), w1)
+#                with w = R u, R the reference frame.
+#
+# Neutral (flexion zero): the wearer's calibration (`calibrate()`: the button or the
+# companion's command; the mean up vector of calibration_s seconds) or, while the wearer never
+# calibrated, the walking reference.  Reference (inclination zero), as ActiPASS
+# zero-references the trunk: the median up vector of upright walking (60 s from walking bouts
+# of 10 s or more) turned back by the 6 deg that the trunk leans forward walking; the neutral
+# until it is measured.  It is measured again after every time the device was off the body.
 #
 # The neutral frame M has rows e1 = g0, e2 = the sensor's y axis made orthogonal to g0,
 # e3 = e1 x e2.  This is exact for any mounting whose error is a turn about the sensor's z
@@ -31,7 +38,7 @@ import protocol
 
 if sys.implementation.name == "micropython":
     import micropython
-    from micropython import const
+    from micropython import const  # pyright: ignore[reportAssignmentType]
 else:  # CPython (tests, host tools): run the viper kernels as plain Python.
 
     def const(value):
@@ -91,7 +98,8 @@ _A_FLEX = const(6)  # sum of flexion + 2048 (ddeg)
 _A_PEAK = const(7)  # max of flexion + 2048
 _A_LAT = const(8)  # sum of lateral + 2048
 _A_INCL = const(9)  # sum of inclination + 2048
-_A_WORDS = const(10)
+_A_LOW = const(10)  # min of flexion + 2048
+_A_WORDS = const(11)
 _BIAS = const(2048)
 
 # Calibration hold: seconds skipped after the request (the press itself moves the wearer).
@@ -135,6 +143,7 @@ def _posture_kernel(frame, up, out, acc):
     sum_lat = 0
     sum_incl = 0
     peak = int(a[_A_PEAK])
+    low = int(a[_A_LOW])
     for i in range(start, stop):
         ux = (u[3 * i] ^ 0x8000) - 0x8000
         uy = (u[3 * i + 1] ^ 0x8000) - 0x8000
@@ -151,6 +160,8 @@ def _posture_kernel(frame, up, out, acc):
         w3 = (r6 * ux + r7 * uy + r8 * uz) >> 14
         flex = 0
         lat = 0
+        x = 0
+        y = 0
         for k in range(3):
             # k = 0: flexion atan2(v3, v1); 1: lateral atan2(v2, |v1, v3|);
             # 2: inclination atan2(|w2, w3|, w1), signed by w3.
@@ -221,6 +232,8 @@ def _posture_kernel(frame, up, out, acc):
         sum_lat += lat
         if flex + _BIAS > peak:
             peak = flex + _BIAS
+        if flex + _BIAS < low:
+            low = flex + _BIAS
     n = stop - start
     a[_A_N] = int(a[_A_N]) + n
     a[_A_UX] = int(a[_A_UX]) + sum_x + n * 16384
@@ -230,6 +243,44 @@ def _posture_kernel(frame, up, out, acc):
     a[_A_LAT] = int(a[_A_LAT]) + sum_lat + n * _BIAS
     a[_A_INCL] = int(a[_A_INCL]) + sum_incl + n * _BIAS
     a[_A_PEAK] = peak
+    a[_A_LOW] = low
+
+
+def isqrt(n):
+    """Integer square root (floor) of 0 <= n < 2**30, without big ints."""
+    root = 0
+    bit = 1 << 28
+    while bit > n:
+        bit >>= 2
+    while bit:
+        if n >= root + bit:
+            n -= root + bit
+            root = (root >> 1) + bit
+        else:
+            root >>= 1
+        bit >>= 2
+    return root
+
+
+def atan2_cdeg(y, x):
+    """atan2 in 0.01 deg (-18000..18000) of ints |y|, |x| < 2**16, from the same table as the
+    per-sample kernel (for per-second code: ints only, nothing allocated)."""
+    ay = y if y >= 0 else -y
+    ax = x if x >= 0 else -x
+    if ay == 0 and ax == 0:
+        return 0
+    r = (ay << 14) // ax if ay <= ax else (ax << 14) // ay
+    j = r >> 8
+    if j >= 64:
+        cdeg = _ATAN_CDEG[64]
+    else:
+        t0 = _ATAN_CDEG[j]
+        cdeg = t0 + (((_ATAN_CDEG[j + 1] - t0) * (r & 0xFF) + 128) >> 8)
+    if ay > ax:
+        cdeg = 9000 - cdeg
+    if x < 0:
+        cdeg = 18000 - cdeg
+    return -cdeg if y < 0 else cdeg
 
 
 def _frame_rows(x, y, z):
@@ -268,13 +319,20 @@ class PostureSettings:
                        default 60 s.
     auto_walk_bout_s   the first seconds of every walking bout are not used (turns, starting
                        and stopping), so bouts shorter than this give nothing; default 10 s.
+    auto_walk_lean_deg the trunk leans forward this much more walking than standing upright:
+                       the walking median turned back by it is upright.  ActiPASS uses 6 deg
+                       (the mean difference in 50 BAuA measurements, EstimateRefTrunk1.m);
+                       default 6.
     """
 
-    def __init__(self, calibration_s=3, auto_calibrate=True, auto_walk_s=60, auto_walk_bout_s=10):
+    def __init__(
+        self, calibration_s=3, auto_calibrate=True, auto_walk_s=60, auto_walk_bout_s=10, auto_walk_lean_deg=6
+    ):
         self.calibration_s = calibration_s
         self.auto_calibrate = auto_calibrate
         self.auto_walk_s = auto_walk_s
         self.auto_walk_bout_s = auto_walk_bout_s
+        self.auto_walk_lean_deg = auto_walk_lean_deg
 
     @classmethod
     def from_config(cls, cfg):
@@ -283,6 +341,7 @@ class PostureSettings:
             cfg.get("auto_calibrate", True),
             cfg.get("auto_walk_s", 60),
             cfg.get("auto_walk_bout_s", 10),
+            cfg.get("auto_walk_lean_deg", 6),
         )
 
 
@@ -300,7 +359,8 @@ class Posture:
     Per batch (any number of spans):  update(up_q14, start, stop)
         angles[3*i], [3*i+1], [3*i+2] = flexion, lateral, inclination of sample i (0.1 deg)
     Per second:  end_second(now_s, activity) -> then read
-        samples, flexion_ddeg (mean), flexion_peak_ddeg, lateral_ddeg, inclination_ddeg,
+        samples, flexion_ddeg (mean), flexion_min_ddeg, flexion_peak_ddeg, lateral_ddeg,
+        inclination_ddeg (means),
         up_q14 (mean up vector this second, array('h', 3))
     """
 
@@ -316,6 +376,7 @@ class Posture:
         self.samples = 0
         self.flexion_ddeg = 0
         self.flexion_peak_ddeg = 0
+        self.flexion_min_ddeg = 0
         self.lateral_ddeg = 0
         self.inclination_ddeg = 0
         # Neutral (flexion zero) and reference (inclination zero) up vectors, floats.
@@ -326,7 +387,6 @@ class Posture:
         self._cal_method = -1
         self._cal_wait = 0
         self._cal_left = 0
-        self._cal_sum = [0, 0, 0]
         self._cal_list = []
         # automatic walking reference
         self._walk = array("h", bytes(6 * self.settings.auto_walk_s))
@@ -354,6 +414,7 @@ class Posture:
         if n:
             self.flexion_ddeg = _mean(acc[_A_FLEX], n, _BIAS)
             self.flexion_peak_ddeg = acc[_A_PEAK] - _BIAS
+            self.flexion_min_ddeg = acc[_A_LOW] - _BIAS
             self.lateral_ddeg = _mean(acc[_A_LAT], n, _BIAS)
             self.inclination_ddeg = _mean(acc[_A_INCL], n, _BIAS)
             up = self.up_q14
@@ -382,6 +443,7 @@ class Posture:
         acc = self._acc
         for i in range(_A_N, _A_WORDS):
             acc[i] = 0
+        acc[_A_LOW] = 2 * _BIAS
 
     # ---- calibration --------------------------------------------------------------------
     def calibrate(self, method=protocol.CAL_BUTTON):
@@ -459,11 +521,19 @@ class Posture:
             _median([walk[3 * k + 2] for k in range(n)]),
         )
         vectors = [(walk[3 * k], walk[3 * k + 1], walk[3 * k + 2]) for k in range(n)]
+        spread = _spread_ddeg(vectors, median)
         self._walk_done = True
         self._walk_n = 0
-        self.set_reference(median)
+        # Upright = the walking median turned back by the walking lean, in its sagittal plane.
+        import math
+
+        lean = math.radians(self.settings.auto_walk_lean_deg)
+        r = _frame_rows(*median)
+        c, s = math.cos(lean), math.sin(lean)
+        upright = (c * r[0] - s * r[6], c * r[1] - s * r[7], c * r[2] - s * r[8])
+        self.set_reference(upright)
         if self.settings.auto_calibrate and self.neutral_source in (NEUTRAL_DEFAULT, protocol.CAL_AUTO_WALK):
-            self.set_neutral(median, protocol.CAL_AUTO_WALK, now_s, _spread_ddeg(vectors, median))
+            self.set_neutral(upright, protocol.CAL_AUTO_WALK, now_s, spread)
 
     def _set_frames(self):
         frame = self._frame

@@ -12,8 +12,9 @@
 # encoded with protocol.encode_minute and appended to the log.  Minutes without a worn second
 # are not written: no record means not worn (or not running), which the host treats the same,
 # and a week of nights off-body then costs nothing (BOOT and BATTERY events still show the
-# device was alive).  Sample counts become whole seconds by the largest-remainder rule, so a
-# histogram always adds up to the posture seconds it covers.
+# device was alive).  Every second weighs the same in the histograms, however many samples
+# the sensor delivered in it; sample counts become whole seconds by the largest-remainder rule,
+# so a histogram always adds up to the posture seconds it covers.
 #
 # A BOUT event is logged for every continuous spell of seconds with mean flexion above
 # protocol.BOUT_THRESHOLD_DEG (worn, not lying) that lasted longer than BOUT_MIN_S.
@@ -24,7 +25,7 @@ import protocol
 
 if sys.implementation.name == "micropython":
     import micropython
-    from micropython import const
+    from micropython import const  # pyright: ignore[reportAssignmentType]
 else:  # CPython: the plain-Python stand-ins of the viper kernels (see posture.py)
     from posture import const, micropython, ptr16, ptr32
 
@@ -65,12 +66,18 @@ def _bin_kernel(angles, hist, span):
 
 
 @micropython.viper
-def _merge_kernel(second, minute, keep: int):
+def _merge_kernel(second, minute, keep: int, odr: int):
+    # Add the second's counts to the minute's, scaled to odr samples: every second weighs the
+    # same, however many samples the sensor delivered in it.  Clear the second.
     s = ptr16(second)
     m = ptr16(minute)
+    n = 0
+    for i in range(20):
+        n += s[i]
+    if keep and n:
+        for i in range(_BINS):
+            m[i] = m[i] + (s[i] * odr + (n >> 1)) // n
     for i in range(_BINS):
-        if keep:
-            m[i] = m[i] + s[i]
         s[i] = 0
 
 
@@ -136,7 +143,7 @@ class Summary:
             self.minute_index = minute
         worn = activity != protocol.ACTIVITY_NOT_WORN
         upright = worn and activity != protocol.ACTIVITY_LYING
-        _merge_kernel(self._second, self._minute, 1 if upright else 0)
+        _merge_kernel(self._second, self._minute, 1 if upright else 0, self.odr_hz)
         self.activity_s[activity] += 1
         self.alert_count += alerts
         if worn:
@@ -192,6 +199,9 @@ class Summary:
         self._reset_minute()
 
     def _write(self):
+        minute = self.minute_index
+        if minute is None:
+            return
         worn_s = _cap(self.worn_s)
         posture_s = _cap(self.posture_s)
         m = self._minute
@@ -201,7 +211,7 @@ class Summary:
         activity = _cap_list(self.activity_s)
         worn = self.worn_s
         payload = protocol.encode_minute(
-            self.minute_index * 60,
+            minute * 60,
             worn_s,
             activity,
             lateral,
@@ -214,8 +224,6 @@ class Summary:
         )
         self.sink.append(protocol.MINUTE, payload)
         self.minutes_written += 1
-        # the part of a spell inside the next minute starts from zero there
-        self._run_s = 0
 
 
 def _cap(v):
