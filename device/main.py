@@ -4,17 +4,22 @@
 #   sample     drain the IMU FIFOs every drain_ms, hand each batch to the processing
 #              stages, feed the watchdog only while this loop makes progress;
 #   housekeep  battery reading and log upkeep once a minute.
-# The processing stages (fusion, posture, activity, alert, summary) plug in at `process`.
+# The processing stages (fusion, posture, activity, alert, summary) are in pipeline.py; they
+# start once the upper IMU runs (its sensitivities and ODR are theirs).
 import asyncio
 import time
-import trace
 
+import machine
+
+import button
 import clock
 import config
 import eventlog
 import logstore
-import machine
+import pipeline
+import protocol
 import sampler
+import serialtrace
 
 FW_VERSION = (0, 1, 0)
 
@@ -29,15 +34,53 @@ def boot():
     return cfg, log, events
 
 
-async def sample_task(cfg, imus, events, tracer, wdt):
-    period_ms = cfg["drain_ms"]
+class Device:
+    """The parts main() wires together; the sample task drives them."""
+
+    def __init__(self, cfg, log, events, imus, tracer, wdt):
+        self.cfg = cfg
+        self.log = log
+        self.events = events
+        self.imus = imus
+        self.tracer = tracer
+        self.wdt = wdt
+        self.button = button.Button(cfg["button_pin"], cfg["long_press_ms"])
+        self.pipeline = None
+
+    def start_pipeline(self):
+        running = [s.imu for s in self.imus.sensors if s.running()]
+        capacity = len(self.imus.sensors[0].buf) // 12
+        self.pipeline = pipeline.Pipeline(self.cfg, running, self.log, capacity, clock.unix_s)
+        asyncio.create_task(self.pipeline.haptic.run())
+
+    def handle_button(self):
+        action = self.button.poll()
+        if action < 0:
+            return
+        self.events.button(action)
+        if self.pipeline is None:
+            return
+        if action == protocol.BUTTON_LONG:
+            self.pipeline.calibrate(protocol.CAL_BUTTON)
+        elif action == protocol.BUTTON_SHORT:
+            self.pipeline.snooze()
+
+
+async def sample_task(dev):
+    period_ms = dev.cfg["drain_ms"]
     next_ms = time.ticks_ms()
     while True:
-        n = imus.poll(events)
-        if n and tracer is not None:
-            upper = imus.sensors[0]
-            tracer.batch(upper.imu, upper.buf, n)
-        wdt.feed()
+        batch_ms = time.ticks_ms()
+        n = dev.imus.poll(dev.events)
+        if n:
+            if dev.pipeline is None:
+                dev.start_pipeline()
+            dev.pipeline.process(dev.imus.sensors, batch_ms)
+            if dev.tracer is not None:
+                upper = dev.imus.sensors[0]
+                dev.tracer.batch(upper.imu, upper.buf, n, dev.pipeline)
+        dev.handle_button()
+        dev.wdt.feed()
         next_ms = time.ticks_add(next_ms, period_ms)
         delay = time.ticks_diff(next_ms, time.ticks_ms())
         if delay < 0:
@@ -63,17 +106,18 @@ def main():
         cfg["i2c_bus"], scl=machine.Pin(cfg["i2c_scl"]), sda=machine.Pin(cfg["i2c_sda"]), freq=cfg["i2c_freq"]
     )
     imus = sampler.Sampler(i2c, cfg)
-    tracer = trace.Trace(cfg["odr_hz"], boot_ms) if cfg["trace"] else None
+    tracer = serialtrace.Trace(cfg["odr_hz"], boot_ms) if cfg["trace"] else None
     wdt = machine.WDT(timeout=cfg["wdt_ms"])
-    try:
-        asyncio.run(run(cfg, imus, events, tracer, wdt))
-    finally:
-        log.close()
+    dev = Device(cfg, log, events, imus, tracer, wdt)
+    # No clean-up on the way out: the board stops by power cut or reset, when nothing runs.
+    # Every record is flushed as it is written; a deliberate reboot calls
+    # pipeline.shutdown() first.
+    asyncio.run(run(dev))
 
 
-async def run(cfg, imus, events, tracer, wdt):
-    asyncio.create_task(housekeep_task(cfg, events))
-    await sample_task(cfg, imus, events, tracer, wdt)
+async def run(dev):
+    asyncio.create_task(housekeep_task(dev.cfg, dev.events))
+    await sample_task(dev)
 
 
 main()

@@ -32,3 +32,21 @@ def test_replay_of_a_missing_file_says_what_to_do(tmp_path, capsys):
 
     with pytest.raises(SystemExit, match="no such recording"):
         main(["replay", str(tmp_path / "nope.csv")])
+
+
+def test_calibrate_at_presses_the_button_and_the_firmware_calibrates(tmp_path):
+    n = 52 * 20
+    t = np.arange(n) / 52.0
+    # Sitting 10 degrees forward the whole time: after calibration that is the neutral.
+    a = np.radians(10)
+    rec = Recording(t_s=t, accel_g=[np.tile([np.cos(a), 0.0, np.sin(a)], (n, 1))], gyro_dps=[np.zeros((n, 3))])
+    path = write_recording(rec, tmp_path / "sitting.csv")
+    out = tmp_path / "out.json"
+    assert main(["replay", str(path), "--calibrate-at", "3", "--json", str(out), "--trace", str(tmp_path / "t.csv")]) == 0
+    events = json.loads(out.read_text())["events"]
+    kinds = [e["type"] for e in events]
+    assert "button" in kinds and "calibration" in kinds
+    with (tmp_path / "t.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert abs(float(rows[60]["flexion_deg"]) - 10) < 1.0  # before: against the default neutral
+    assert abs(float(rows[-1]["flexion_deg"])) < 0.5  # after: the calibrated neutral

@@ -38,6 +38,33 @@ SCHEMA = (
     ("wdt_ms", 10000, 2000, 60000),
     ("retry_max_s", 300, 10, 3600),
     ("trace", False, None, None),
+    # posture and calibration
+    ("calibration_s", 3, 1, 10),
+    ("auto_calibrate", True, None, None),
+    ("auto_walk_s", 60, 20, 600),
+    ("auto_walk_bout_s", 10, 3, 60),
+    ("auto_walk_lean_deg", 6, 0, 15),
+    ("long_press_ms", 2000, 500, 10000),
+    # activity
+    ("not_worn_s", 20, 10, 3600),
+    ("lying_deg", 60, 45, 80),
+    ("moving_gyro_dps", 15, 5, 60),
+    ("walk_accel_mg", 40, 10, 200),
+    # alert
+    ("alert_enabled", True, None, None),
+    ("alert_threshold_deg", 20, 5, 60),
+    ("alert_hold_s", 30, 5, 600),
+    ("alert_release_deg", 5, 0, 15),
+    ("alert_cooldown_s", 300, 0, 3600),
+    ("alert_snooze_s", 1800, 60, 14400),
+    ("alert_escalate_s", 15, 5, 300),
+    ("alert_max_level", 2, 0, 2),
+    ("alert_timeout_s", 120, 10, 3600),
+    ("alert_daily_cap", 20, 0, 500),
+    ("quiet_start_min", 0, 0, 1439),
+    ("quiet_end_min", 0, 0, 1439),
+    ("tz_offset_min", 0, -720, 840),
+    ("haptic_duty_pct", 80, 10, 100),
 )
 
 _VALID_ODR = (26, 52, 104)

@@ -27,6 +27,9 @@ class EventLog:
     def sensor_fault(self, addr, kind, detail, retry_in_s):
         self.write(protocol.SENSOR_FAULT, self.now_s(), addr, kind, detail, min(retry_in_s, 0xFFFF))
 
+    def button(self, action, task_id=0):
+        self.write(protocol.BUTTON, self.now_s(), action, task_id)
+
     def battery(self, battery_mv, charging):
         self.write(protocol.BATTERY, self.now_s(), battery_mv, battery_percent(battery_mv), 1 if charging else 0)
 

@@ -8,9 +8,9 @@
 # a minute.
 import time
 
-import lsm6ds
 from micropython import const
 
+import lsm6ds
 import protocol
 
 _BYTES_PER_SAMPLE = const(12)

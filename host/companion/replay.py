@@ -42,6 +42,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--hours", type=float, help="scenario length in hours (scenarios only)")
     p.add_argument("--no-noise", action="store_true", help="ideal IMU: no noise, bias or drift")
     p.add_argument("--workdir", type=Path, help="keep the board's flash folder here")
+    p.add_argument(
+        "--calibrate-at",
+        type=float,
+        metavar="SECONDS",
+        help="long-press the button at this time to calibrate the neutral posture "
+        "(default: the firmware's automatic calibration from upright walking)",
+    )
     p.set_defaults(func=run)
 
 
@@ -129,7 +136,16 @@ def run(args: argparse.Namespace) -> int:
         config = json.loads(args.config.read_text())
     if args.trace_out:
         config["trace"] = True
-    board = Board(sensors=[SensorSpec(variant=args.variant, seed=args.seed, noise=not args.no_noise)], config=config)
+    presses: list[tuple[float, float]] = []
+    if args.calibrate_at is not None:
+        # A long press: held past the firmware's long-press time (long_press_ms, 2 s).
+        hold_s = config.get("long_press_ms", 2000) / 1000 + 0.3
+        presses.append((args.calibrate_at, hold_s))
+    board = Board(
+        sensors=[SensorSpec(variant=args.variant, seed=args.seed, noise=not args.no_noise)],
+        config=config,
+        button_presses=presses,
+    )
     with tempfile.TemporaryDirectory(prefix="posture-replay-") as tmp:
         workdir = args.workdir or Path(tmp)
         with Progress(

@@ -50,13 +50,15 @@ def _forget_firmware_modules(resident):
             del sys.modules[name]
 
 
-def _run_file(path):
+def _run_file(name):
+    """Run /NAME.py as the ESP32 port runs boot.py and main.py: a module of its own."""
     try:
-        with open(path) as f:
-            code = f.read()
+        os.stat("/" + name + ".py")
     except OSError:
         return False
-    exec(code, {"__name__": "__main__", "__file__": path})
+    # Importing (rather than exec() into a dict) gives the file a real module namespace, the
+    # one its functions and class methods see as globals, as on the board.
+    __import__(name)
     return True
 
 
@@ -74,8 +76,8 @@ def main():
         # The ROM bootloader's line on the serial console, with the board's own clock.
         print("@boot t_ms=%d cause=%d" % (vclock.now_us() // 1000, vboard.state["reset_cause"]))
         try:
-            _run_file("/boot.py")
-            if not _run_file("/main.py"):
+            _run_file("boot")
+            if not _run_file("main"):
                 _say("no /main.py on the flash: idle at the REPL")
             # main.py returned: the board sits at the REPL, powered, until power-off.
             while True:

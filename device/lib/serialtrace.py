@@ -5,7 +5,21 @@
 # allocates (string formatting), so it is off in normal wear.
 import time
 
-COLUMNS = ("t_s", "ax_g", "ay_g", "az_g", "gx_dps", "gy_dps", "gz_dps")
+COLUMNS = (
+    "t_s",
+    "ax_g",
+    "ay_g",
+    "az_g",
+    "gx_dps",
+    "gy_dps",
+    "gz_dps",
+    "up_x",
+    "up_y",
+    "up_z",
+    "flexion_deg",
+    "activity",
+    "alerting",
+)
 
 
 class Trace:
@@ -14,8 +28,9 @@ class Trace:
         self.boot_ms = boot_ms
         print("T-COLUMNS," + ",".join(COLUMNS))
 
-    def batch(self, imu, buf, n, extra_columns=None):
-        """Print the ``n`` samples of ``buf`` (12-byte raw samples) drained just now."""
+    def batch(self, imu, buf, n, pipeline=None):
+        """Print the ``n`` samples of ``buf`` (12-byte raw samples) drained just now, with the
+        pipeline's per-sample outputs (up vector, flexion) and its state after the batch."""
         import struct
 
         now_s = time.ticks_diff(time.ticks_ms(), self.boot_ms) / 1000
@@ -27,6 +42,16 @@ class Trace:
             row = "T,%.3f,%.4f,%.4f,%.4f,%.3f,%.3f,%.3f" % (
                 t, ax * a_scale, ay * a_scale, az * a_scale, gx * g_scale, gy * g_scale, gz * g_scale
             )
-            if extra_columns is not None:
-                row += extra_columns(i)
+            if pipeline is not None:
+                up = pipeline.ups[0]
+                row += ",%.4f,%.4f,%.4f,%.1f,%d,%d" % (
+                    up[3 * i] / 16384,
+                    up[3 * i + 1] / 16384,
+                    up[3 * i + 2] / 16384,
+                    pipeline.postures[0].angles[3 * i] / 10,
+                    pipeline.activity_code,
+                    1 if pipeline.alert.open else 0,
+                )
+            else:
+                row += ",,,,,,"
             print(row)
