@@ -50,8 +50,10 @@ class Device:
     def start_pipeline(self):
         running = [s.imu for s in self.imus.sensors if s.running()]
         capacity = len(self.imus.sensors[0].buf) // 12
-        self.pipeline = pipeline.Pipeline(self.cfg, running, self.log, capacity, clock.unix_s)
-        asyncio.create_task(self.pipeline.haptic.run())
+        stages = pipeline.Pipeline(self.cfg, running, self.log, capacity, clock.unix_s)
+        asyncio.create_task(stages.haptic.run())
+        self.pipeline = stages
+        return stages
 
     def handle_button(self):
         action = self.button.poll()
@@ -73,12 +75,13 @@ async def sample_task(dev):
         batch_ms = time.ticks_ms()
         n = dev.imus.poll(dev.events)
         if n:
-            if dev.pipeline is None:
-                dev.start_pipeline()
-            dev.pipeline.process(dev.imus.sensors, batch_ms)
+            stages = dev.pipeline
+            if stages is None:
+                stages = dev.start_pipeline()
+            stages.process(dev.imus.sensors, batch_ms)
             if dev.tracer is not None:
                 upper = dev.imus.sensors[0]
-                dev.tracer.batch(upper.imu, upper.buf, n, dev.pipeline)
+                dev.tracer.batch(upper.imu, upper.buf, n, stages)
         dev.handle_button()
         dev.wdt.feed()
         next_ms = time.ticks_add(next_ms, period_ms)

@@ -20,7 +20,6 @@ cpython.install()
 sys.path.insert(0, str(REPO_ROOT))
 
 import activity  # noqa: E402
-
 from bench import posture_eval  # noqa: E402
 
 LYING, STATIC, MOVING, WALKING, NOT_WORN = range(5)

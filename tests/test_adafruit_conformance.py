@@ -29,7 +29,6 @@ cpython.install()
 
 import adafruit_lsm6ds  # noqa: E402
 import adafruit_lsm6ds.ism330dhcx  # noqa: E402
-import lsm6ds  # type: ignore[import-not-found]  # noqa: E402
 import lsm6ds_model  # type: ignore[import-not-found]  # noqa: E402
 import machine  # type: ignore[import-not-found]  # noqa: E402
 import stimulus  # type: ignore[import-not-found]  # noqa: E402
@@ -41,6 +40,8 @@ from adafruit_lsm6ds.lsm6ds3 import LSM6DS3  # noqa: E402
 from adafruit_lsm6ds.lsm6ds3trc import LSM6DS3TRC  # noqa: E402
 from adafruit_lsm6ds.lsm6ds33 import LSM6DS33  # noqa: E402
 from adafruit_lsm6ds.lsm6dsox import LSM6DSOX  # noqa: E402
+
+import lsm6ds  # type: ignore[import-not-found]  # noqa: E402
 
 G = 9.80665
 ADAFRUIT_CLASSES: dict[str, list[type[adafruit_lsm6ds.LSM6DS]]] = {

@@ -21,7 +21,6 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import alert  # noqa: E402  (firmware modules: importable once the emulator is installed)
 import haptic  # noqa: E402
-
 from bench import posture_eval  # noqa: E402
 
 STATIC = protocol.ACTIVITY_STATIC

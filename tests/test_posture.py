@@ -23,7 +23,6 @@ cpython.install()
 sys.path.insert(0, str(REPO_ROOT))
 
 import posture  # noqa: E402
-
 from bench import posture_eval  # noqa: E402
 
 

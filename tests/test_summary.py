@@ -18,7 +18,6 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import posture  # noqa: E402
 import summary  # noqa: E402
-
 from bench import posture_eval  # noqa: E402
 
 LYING, STATIC, MOVING, WALKING, NOT_WORN = range(5)

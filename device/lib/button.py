@@ -18,17 +18,19 @@ class Button:
 
         self.long_ms = long_ms
         self._pin = machine.Pin(pin_no, machine.Pin.IN, machine.Pin.PULL_UP)
-        self._down_ms = -1
+        self._down = False
+        self._down_ms = 0
         self._action = -1
         self._pin.irq(self._edge, machine.Pin.IRQ_FALLING | machine.Pin.IRQ_RISING)
 
     def _edge(self, pin):
         now = time.ticks_ms()
         if pin.value() == 0:  # pressed (active low)
+            self._down = True
             self._down_ms = now
-        elif self._down_ms >= 0:
+        elif self._down:
+            self._down = False
             held = time.ticks_diff(now, self._down_ms)
-            self._down_ms = -1
             if held >= self.long_ms:
                 self._action = protocol.BUTTON_LONG
             elif held >= _DEBOUNCE_MS:
