@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+import protocol
 from emulator.recording import Recording, read_recording
 from emulator.runner import Board, RunResult, SensorSpec, run_recording
 
@@ -96,6 +97,9 @@ def show(result: RunResult, console: Console, source: str, recording: Recording)
     if result.trace:
         summary.add_row("trace samples", str(len(result.trace)))
     console.print(summary)
+    minutes = result.minutes()
+    if minutes:
+        console.print(minutes_table(minutes))
     if events:
         table = Table(title="events")
         table.add_column("seq", justify="right")
@@ -108,6 +112,53 @@ def show(result: RunResult, console: Console, source: str, recording: Recording)
         if len(events) > 200:
             table.caption = f"{len(events) - 200} more in --json"
         console.print(table)
+
+
+def _seconds_from(bins: list[int], edge_deg: int) -> int:
+    """Seconds at or above ``edge_deg`` from protocol.ANGLE_EDGES_DEG histogram seconds."""
+    first = 1 + protocol.ANGLE_EDGES_DEG.index(edge_deg)
+    return sum(bins[first:])
+
+
+def _median_bin(bins: list[int]) -> str:
+    total = sum(bins)
+    if not total:
+        return "-"
+    running = 0
+    for i, sec in enumerate(bins):
+        running += sec
+        if 2 * running >= total:
+            edges = protocol.ANGLE_EDGES_DEG
+            if i == 0:
+                return f"<{edges[0]}"
+            if i == len(edges):
+                return f">={edges[-1]}"
+            return f"{edges[i - 1]}-{edges[i]}"
+    return "-"
+
+
+def minutes_table(minutes: list[dict[str, Any]], limit: int = 120) -> Table:
+    """One row per minute summary, in the terms an ergonomist reads them."""
+    day = _when(minutes[0]["start_s"])[:10]
+    table = Table(title=f"minute summaries {day} (flexion relative to the neutral posture)")
+    for col in ("minute (UTC)", "worn s", "activity", "median flexion", "s >= 20 deg", "s >= 45 deg",
+                "longest bout s", "alerts"):
+        table.add_column(col, justify="right")
+    for m in minutes[:limit]:
+        activity = max(range(len(m["activity_s"])), key=lambda i: m["activity_s"][i])
+        table.add_row(
+            _when(m["start_s"])[11:16],
+            str(m["worn_s"]),
+            protocol.ACTIVITIES[activity] if m["worn_s"] else "-",
+            _median_bin(m["flexion_bins_s"]),
+            str(_seconds_from(m["flexion_bins_s"], 20)),
+            str(_seconds_from(m["flexion_bins_s"], 45)),
+            str(m["longest_bout_s"]),
+            str(m["alert_count"]),
+        )
+    if len(minutes) > limit:
+        table.caption = f"{len(minutes) - limit} more in --json"
+    return table
 
 
 def write_json(result: RunResult, path: Path) -> None:
