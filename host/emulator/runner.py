@@ -60,6 +60,7 @@ class Board:
         default_factory=lambda: {"motor": 25, "button": 0, "battery_adc": 35, "usb_sense": 34}
     )
     heap_bytes: int | None = None
+    radio_port: int | None = None  # TCP port of an emulator.radio.Radio on 127.0.0.1 (None: no peer)
 
 
 @dataclass
@@ -176,6 +177,7 @@ class BoardRunner:
             "other_devices": list(self.board.other_devices),
             "cpu_stalls": list(self.board.cpu_stalls),
             "pins": self.board.pins,
+            "radio_port": self.board.radio_port,
         }
         (self.workdir / "board.json").write_text(json.dumps(spec_json))
         return notes

@@ -44,6 +44,13 @@ def _progress(now_us):
         _say("t", now_us // 1000000)
 
 
+def _radio_off():
+    # A reset powers the radio down: connections drop, the GATT table is gone.
+    ble_module = sys.modules.get("bluetooth")
+    if ble_module is not None and ble_module.BLE._instance is not None:
+        ble_module.BLE._instance.active(False)
+
+
 def _forget_firmware_modules(resident):
     for name in list(sys.modules):
         if name not in resident:
@@ -87,6 +94,7 @@ def main():
             vboard.stats["resets"].append([vclock.now_us() // 1000, r.cause])
             vboard.state["reset_cause"] = r.cause
             machine._after_reset()
+            _radio_off()
             _forget_firmware_modules(resident)
             continue
         except vclock.PowerOff:
@@ -119,6 +127,12 @@ def main():
         len(vboard.stats["resets"]),
         "i2c_errors",
         vboard.stats["i2c_errors"],
+        "radio_ms",
+        vboard.radio_us("active") // 1000,
+        "radio_adv_ms",
+        vboard.radio_us("advertising") // 1000,
+        "radio_conn_ms",
+        vboard.radio_us("connected") // 1000,
     )
     if cause != "power_off":
         sys.exit(3)

@@ -21,6 +21,9 @@ stats = {
     "resets": [],
     "i2c_transactions": 0,
     "i2c_errors": 0,
+    # Radio-on intervals on the virtual clock, [start_us, end_us] (end -1: still open), per
+    # kind: "active" (BLE().active(True)), "advertising", "connected" (a central on the link).
+    "radio": {"active": [], "advertising": [], "connected": []},
 }
 # Reset cause of the current boot, as machine.reset_cause() reports it (1: power-on).
 state = {"reset_cause": 1, "flash_dir": None, "spec": {}}
@@ -46,6 +49,7 @@ def reset_all():
     stats["resets"] = []
     stats["i2c_transactions"] = 0
     stats["i2c_errors"] = 0
+    stats["radio"] = {"active": [], "advertising": [], "connected": []}
     state["reset_cause"] = 1
 
 
@@ -121,6 +125,31 @@ def _fire_pin_events(now_us):
 
 vclock.on_advance(_fire_pin_events)
 vclock.add_deadline(next_pin_event_us)
+
+
+# ---- Radio accounting --------------------------------------------------------------------
+
+
+def radio_interval_start(kind, now_us):
+    spans = stats["radio"][kind]
+    if not spans or spans[-1][1] >= 0:
+        spans.append([now_us, -1])
+
+
+def radio_interval_end(kind, now_us):
+    spans = stats["radio"][kind]
+    if spans and spans[-1][1] < 0:
+        spans[-1][1] = now_us
+
+
+def radio_us(kind, now_us=None):
+    """Total virtual time the radio spent in ``kind`` (open intervals count up to now)."""
+    if now_us is None:
+        now_us = vclock.now_us()
+    total = 0
+    for start, end in stats["radio"][kind]:
+        total += (now_us if end < 0 else end) - start
+    return total
 
 
 # ---- Analogue inputs ---------------------------------------------------------------------
