@@ -151,17 +151,25 @@ def per_sample_cost() -> dict[str, float]:
 def _score_run(rec: Recording, result: Any, calibrate_at: int | None) -> dict[str, Any]:
     episodes = slouch_episodes(rec)
     alerts = [a["start_s"] - START_UNIX_S for a in result.alerts()]
-    true_alerts = 0
-    detected: dict[int, float] = {}
-    for t in alerts:
-        for k, (a, b) in enumerate(episodes):
-            if a + HOLD_S - ALERT_SLACK_S <= t <= b + ALERT_SLACK_S:
-                true_alerts += 1
-                detected.setdefault(k, t - (a + HOLD_S))
-                break
     trace = np.asarray(result.trace)
     cols = result.trace_columns
     t = trace[:, cols.index("t_s")]
+    alerting = trace[:, cols.index("alerting")]
+    if alerting.size and alerting[-1]:
+        # An alert still open when the recording ends is logged only when it closes (ALERT
+        # events carry its outcome), which the run never reaches: take its start from the
+        # trace, where the firmware's alert state rose.
+        rises = np.flatnonzero(np.diff(alerting) > 0)
+        start = float(t[rises[-1] + 1]) if rises.size else float(t[0])
+        alerts.append(float(np.floor(start)))
+    true_alerts = 0
+    detected: dict[int, float] = {}
+    for when in alerts:
+        for k, (a, b) in enumerate(episodes):
+            if a + HOLD_S - ALERT_SLACK_S <= when <= b + ALERT_SLACK_S:
+                true_alerts += 1
+                detected.setdefault(k, when - (a + HOLD_S))
+                break
     flex = trace[:, cols.index("flexion_deg")]
     truth = np.interp(t, rec.t_s, np.nan_to_num(rec.truth["truth_flexion_deg"], nan=np.inf))
     act = np.interp(t, rec.t_s, rec.truth["truth_activity"])

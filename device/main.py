@@ -63,7 +63,7 @@ class Device:
         if self.pipeline is None:
             return
         if action == protocol.BUTTON_LONG:
-            self.pipeline.calibrate(protocol.CAL_BUTTON)
+            self.pipeline.calibrate(protocol.CAL_BUTTON, self.button.release_ms)
         elif action == protocol.BUTTON_SHORT:
             self.pipeline.snooze()
 

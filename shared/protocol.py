@@ -28,7 +28,7 @@ except ImportError:  # CPython
         return x
 
 
-PROTOCOL_VERSION = const(1)
+PROTOCOL_VERSION = const(2)  # 2: MINUTE2
 
 
 class ProtocolError(ValueError):
@@ -54,6 +54,7 @@ BATTERY = const(8)
 TIME_SET = const(9)
 CONFIG = const(10)
 GAP = const(11)
+MINUTE2 = const(12)  # the minute summary without the fields the others imply (docs/protocol.md)
 
 RECORD_NAMES = {
     MINUTE: "minute",
@@ -67,7 +68,10 @@ RECORD_NAMES = {
     TIME_SET: "time_set",
     CONFIG: "config",
     GAP: "gap",
+    MINUTE2: "minute2",
 }
+# Both minute layouts decode to the same fields; the firmware writes MINUTE2.
+MINUTE_TYPES = (MINUTE, MINUTE2)
 RECORD_CODES = {name: code for code, name in RECORD_NAMES.items()}
 
 # ---- enumerations (index = code on the wire) ----------------------------------------------
@@ -346,7 +350,7 @@ def _label(rtype):
 
 def field_names(rtype):
     """Names of a record type's fields, in wire order (the order encode_event takes)."""
-    if rtype == MINUTE:
+    if rtype == MINUTE or rtype == MINUTE2:
         return _MINUTE_FIELDS
     return tuple(f[0] for f in _layout(rtype)[1])
 
@@ -354,7 +358,7 @@ def field_names(rtype):
 def _layout(rtype):
     layout = _EVENTS.get(rtype)
     if layout is None:
-        if rtype == MINUTE:
+        if rtype == MINUTE or rtype == MINUTE2:
             raise ProtocolError("the minute summary is not a fixed-layout event: use encode_minute")
         raise UnknownRecordType("unknown record type %r" % (rtype,))
     return layout
@@ -641,6 +645,204 @@ def _decode_minute(p):
     }
 
 
+# ---- minute summary, layout 2 (MINUTE2) -------------------------------------------------------
+# start_s:u32 | present:u16 | sections: the MINUTE layout without what the rest implies.
+#   worn_s    = the activity seconds minus not_worn (not stored);
+#   posture seconds = worn_s minus lying: every histogram (lateral, flexion, inclination) adds
+#               up to exactly this, so its last non-zero bin is not stored either:
+#   lateral   one byte per present bin except the last present one;
+#   flexion, inclination   head byte = first bin (bits 0-4), bit 7 set when that one bin holds
+#               every posture second (nothing follows); otherwise the bins first .. last-1,
+#               0x80 marking the value of bin last-1, and bin last holds the rest (> 0).
+# Exposure, velocity and curvature sections as in MINUTE.  The encoder refuses a minute whose
+# histograms do not add up to the posture seconds (write it as MINUTE then).
+_MINUTE2_HEAD = const(6)
+_SINGLE_BIN = const(0x80)
+
+
+def _worn_posture(activity_s):
+    total = 0
+    for v in activity_s:
+        total += v
+    worn = total - activity_s[ACTIVITY_NOT_WORN]
+    return worn, worn - activity_s[ACTIVITY_LYING]
+
+
+def encode_minute2(
+    start_s,
+    worn_s,
+    activity_s,
+    lateral_bins_s,
+    flexion_bins_s,
+    inclination_bins_s,
+    alert_count=0,
+    longest_bout_s=0,
+    mean_velocity_ddps=None,
+    curvature_mean_ddeg=None,
+):
+    """Payload of a minute summary in layout 2: the fields of encode_minute, which must agree
+    with each other: worn_s = activity seconds other than not_worn, and the lateral, flexion
+    and inclination bins each add up to the posture seconds (worn_s minus lying), or are all
+    zero when there are none."""
+    full = encode_minute(
+        start_s,
+        worn_s,
+        activity_s,
+        lateral_bins_s,
+        flexion_bins_s,
+        inclination_bins_s,
+        alert_count,
+        longest_bout_s,
+        mean_velocity_ddps,
+        curvature_mean_ddeg,
+    )  # checks every value
+    worn, posture = _worn_posture(activity_s)
+    if worn != worn_s:
+        raise ProtocolError("MINUTE2.worn_s = %d but the activity seconds say %d" % (worn_s, worn))
+    body = bytearray()
+    present = struct.unpack_from("<H", full, 5)[0]
+    for i in range(len(ACTIVITIES)):
+        if activity_s[i]:
+            body.append(activity_s[i])
+    last = -1
+    total = 0
+    for i in range(LATERAL_BINS):
+        total += lateral_bins_s[i]
+        if lateral_bins_s[i]:
+            last = i
+    if total != (posture if last >= 0 else 0):
+        raise ProtocolError("MINUTE2.lateral_bins_s adds up to %d, not the %d posture seconds" % (total, posture))
+    for i in range(last):
+        if lateral_bins_s[i]:
+            body.append(lateral_bins_s[i])
+    for where, bins in (("flexion_bins_s", flexion_bins_s), ("inclination_bins_s", inclination_bins_s)):
+        _put_run2(body, bins, posture, where)
+    # exposure, velocity, curvature: the tail of the MINUTE payload, unchanged
+    tail = 0
+    if present & _P_EXPOSURE:
+        tail += 2
+    if present & _P_VELOCITY:
+        tail += 2
+    if present & _P_CURVATURE:
+        tail += 2
+    if tail:
+        body += full[len(full) - tail :]
+    return struct.pack("<IH", start_s, present) + body
+
+
+def _put_run2(body, bins, posture, where):
+    first = 0
+    last = len(bins) - 1
+    while first <= last and not bins[first]:
+        first += 1
+    if first > last:
+        if posture:
+            raise ProtocolError("MINUTE2.%s is empty but there are %d posture seconds" % (where, posture))
+        return
+    while not bins[last]:
+        last -= 1
+    total = 0
+    for v in bins:
+        total += v
+    if total != posture:
+        raise ProtocolError("MINUTE2.%s adds up to %d, not the %d posture seconds" % (where, total, posture))
+    if first == last:
+        body.append(first | _SINGLE_BIN)
+        return
+    body.append(first)
+    for i in range(first, last - 1):
+        body.append(bins[i])
+    body.append(bins[last - 1] | _LAST_BIN)
+
+
+def _get_run2(p, pos, where, posture):
+    n = len(p)
+    if pos >= n:
+        raise ProtocolError("MINUTE2 payload ends inside %s" % where)
+    head = p[pos]
+    pos += 1
+    first = head & 0x7F
+    if first >= ANGLE_BINS:
+        raise ProtocolError("MINUTE2.%s starts at bin %d of %d" % (where, first, ANGLE_BINS))
+    bins = [0] * ANGLE_BINS
+    if head & _SINGLE_BIN:
+        bins[first] = posture
+        return bins, pos
+    i = first
+    given = 0
+    while True:
+        if pos >= n:
+            raise ProtocolError("MINUTE2 payload ends inside %s" % where)
+        if i >= ANGLE_BINS - 1:
+            raise ProtocolError("MINUTE2.%s runs past bin %d" % (where, ANGLE_BINS - 1))
+        b = p[pos]
+        pos += 1
+        bins[i] = b & 0x7F
+        given += b & 0x7F
+        i += 1
+        if b & _LAST_BIN:
+            break
+    if not bins[first]:
+        raise ProtocolError("MINUTE2.%s run starts with an empty bin" % where)
+    if given >= posture:
+        raise ProtocolError("MINUTE2.%s leaves no seconds for its last bin" % where)
+    bins[i] = posture - given
+    return bins, pos
+
+
+def _decode_minute2(p):
+    n = len(p)
+    if n < _MINUTE2_HEAD:
+        raise ProtocolError("MINUTE2 payload is %d bytes, at least %d needed" % (n, _MINUTE2_HEAD))
+    start_s, present = struct.unpack_from("<IH", p, 0)
+    if present & _P_RESERVED:
+        raise ProtocolError("MINUTE2 has reserved bit 15 set (a newer layout needs a new type code)")
+    pos = _MINUTE2_HEAD
+    activity_s, pos = _get_masked(p, pos, present, 0, len(ACTIVITIES), "activity_s")
+    worn_s, posture = _worn_posture(activity_s)
+    lateral = [0] * LATERAL_BINS
+    last = -1
+    for i in range(LATERAL_BINS):
+        if present & (1 << (i + _P_LATERAL_SHIFT)):
+            last = i
+    if (last >= 0) != (posture > 0):
+        raise ProtocolError("MINUTE2 lateral bins do not match the %d posture seconds" % posture)
+    given = 0
+    for i in range(last):
+        if present & (1 << (i + _P_LATERAL_SHIFT)):
+            if pos >= n:
+                raise ProtocolError("MINUTE2 payload ends inside lateral_bins_s")
+            if not p[pos]:
+                raise ProtocolError("MINUTE2.lateral_bins_s[%d] is marked present but zero" % i)
+            lateral[i] = p[pos]
+            given += p[pos]
+            pos += 1
+    if last >= 0:
+        if given >= posture:
+            raise ProtocolError("MINUTE2.lateral_bins_s leaves no seconds for its last bin")
+        lateral[last] = posture - given
+    zeros = [0] * ANGLE_BINS
+    hist = []
+    for bit, where in ((_P_FLEXION, "flexion_bins_s"), (_P_INCLINATION, "inclination_bins_s")):
+        if present & bit:
+            if not posture:
+                raise ProtocolError("MINUTE2.%s is present without posture seconds" % where)
+            bins, pos = _get_run2(p, pos, where, posture)
+        else:
+            if posture:
+                raise ProtocolError("MINUTE2.%s is missing for %d posture seconds" % (where, posture))
+            bins = list(zeros)
+        hist.append(bins)
+    # the optional tail is laid out as in MINUTE: decode it with MINUTE's code
+    tail = struct.pack("<IBH", start_s, worn_s, present & (_P_EXPOSURE | _P_VELOCITY | _P_CURVATURE)) + p[pos:]
+    rest = _decode_minute(tail)
+    rest["activity_s"] = activity_s
+    rest["lateral_bins_s"] = lateral
+    rest["flexion_bins_s"] = hist[0]
+    rest["inclination_bins_s"] = hist[1]
+    return rest
+
+
 # ---- payloads by type -----------------------------------------------------------------------
 def encode_payload(rtype, fields):
     """Payload of any record type from a dict of its fields (the dict decode_payload returns).
@@ -651,12 +853,15 @@ def encode_payload(rtype, fields):
     for key in fields:
         if key not in names:
             raise ProtocolError("%s has no field %r" % (_label(rtype), key))
-    required = names[:_MINUTE_REQUIRED] if rtype == MINUTE else names
+    minute = rtype == MINUTE or rtype == MINUTE2
+    required = names[:_MINUTE_REQUIRED] if minute else names
     for name in required:
         if name not in fields:
             raise ProtocolError("%s needs field %r" % (_label(rtype), name))
     if rtype == MINUTE:
         return encode_minute(**fields)
+    if rtype == MINUTE2:
+        return encode_minute2(**fields)
     return encode_event(rtype, *[fields[name] for name in names])
 
 
@@ -668,6 +873,8 @@ def decode_payload(rtype, payload):
     name tables above translate them)."""
     if rtype == MINUTE:
         return _decode_minute(payload)
+    if rtype == MINUTE2:
+        return _decode_minute2(payload)
     return _decode_event(rtype, payload)
 
 

@@ -11,7 +11,8 @@ check the firmware's fixed-point filter against it. Steps per sample (all in the
    variance grows slowly while moving (the bias "forgetting time"), as in VQF.
 3. Strapdown integration of the bias-free rate into a quaternion (sensor -> an almost-inertial frame
    I), with a two-sample coning correction ``phi = theta + coning_gain * (theta_prev x theta)``.
-4. The accelerometer is rotated into I and low-passed there (2nd-order Butterworth, ``tau_acc_s``):
+4. The accelerometer is rotated into I and low-passed there (2nd-order Butterworth, ``tau_acc_s``;
+   ``tau_acc_rest_s`` while at rest):
    linear accelerations average out in an inertial frame, gravity does not. During the first
    ``tau_acc_s`` the low-pass output is the running mean (fast start).
 5. Output: the normalised low-passed acceleration rotated back into the sensor frame: "up".
@@ -39,11 +40,12 @@ class ReferenceTiltFilter:
         rate_hz: float,
         tau_acc_s: float = 3.0,
         coning_gain: float = 0.125,
+        tau_acc_rest_s: float = 1.0,
         rest_tau_s: float = 0.5,
         rest_gyro_dps: float = 2.0,
         rest_accel_g: float = 0.05,
         rest_min_s: float = 1.5,
-        bias_clip_dps: float = 2.0,
+        bias_clip_dps: float = 3.0,
         bias_sigma_init_dps: float = 0.5,
         bias_forget_s: float = 100.0,
         bias_sigma_rest_dps: float = 0.03,
@@ -52,6 +54,7 @@ class ReferenceTiltFilter:
         self.tau_acc_s = tau_acc_s
         self.coning_gain = coning_gain
         self.c_acc = SQRT2 / tau_acc_s * self.ts_s
+        self.c_acc_rest = SQRT2 / tau_acc_rest_s * self.ts_s
         self.c_rest = SQRT2 / rest_tau_s * self.ts_s
         self.rest_gyro_dps = rest_gyro_dps
         self.rest_accel_g = rest_accel_g
@@ -147,9 +150,10 @@ class ReferenceTiltFilter:
             for i in range(3):
                 y[i] += (acc_i[i] - y[i]) / self.n_init
         else:
+            c = self.c_acc_rest if self.at_rest else self.c_acc
             for i in range(3):
-                w[i] += self.c_acc * (acc_i[i] - y[i] - SQRT2 * w[i])
-                y[i] += self.c_acc * w[i]
+                w[i] += c * (acc_i[i] - y[i] - SQRT2 * w[i])
+                y[i] += c * w[i]
         n = math.sqrt(y[0] ** 2 + y[1] ** 2 + y[2] ** 2)
         if n > 0.0:
             u = [v / n for v in y]

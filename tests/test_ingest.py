@@ -273,7 +273,7 @@ def test_records_logged_by_the_real_firmware_ingest_and_replay(engine: Engine, t
     first = ingest(engine, data)
     assert (first.new, first.duplicate) == (len(result.records), 0)
     assert first.contiguous_seq == max(r.seq for r in result.records)
-    minutes = sum(r.rtype == protocol.MINUTE for r in result.records)
+    minutes = sum(r.rtype in protocol.MINUTE_TYPES for r in result.records)
     assert counts(engine) == (len(result.records), minutes, len(result.records) - minutes)
     again = ingest(engine, data)
     assert (again.new, again.duplicate) == (0, len(result.records))

@@ -163,7 +163,7 @@ def test_hip_hinge_keeps_curvature_near_zero_while_flexion_increases(tmp_path):
     slouch = sec[int(hinge_end) + 5 : int(slouch_end)]
     assert (slouch["flexion"] > 250).all()
     assert (slouch["curvature"] > 150).all()  # most of a slouch is spinal flexion
-    curvature_minutes = [r.fields()["curvature_mean_ddeg"] for r in out.records if r.rtype == protocol.MINUTE]
+    curvature_minutes = [r.fields()["curvature_mean_ddeg"] for r in out.records if r.rtype in protocol.MINUTE_TYPES]
     assert all(c is not None for c in curvature_minutes)
 
 
@@ -258,3 +258,22 @@ def test_pipeline_is_bit_identical_in_micropython_and_cpython(tmp_path):
     for name in ("records.bin", "angles.bin", "seconds.bin"):
         assert (tmp_path / "mpy" / name).read_bytes() == (tmp_path / "cpy" / name).read_bytes(), name
     assert len(mpy.records) > 5
+
+
+def test_a_button_calibration_holds_from_a_sample_not_from_the_seconds_phase():
+    # The wearer sways: the hold must be the samples from skip on, not whole seconds, or the
+    # neutral moves with where the press fell within a second (a degree of alert threshold).
+    sink = LogSink()
+    p = posture.Posture(52, protocol.SENSOR_UPPER, sink=sink)
+    angles_of(p, [body_up(0)] * 20)  # the press lands 20 samples into a second
+    p.calibrate(protocol.CAL_BUTTON, skip_samples=40, samples_per_s=52)
+    ups = [body_up(5)] * 40 + [body_up(10)] * (3 * 52) + [body_up(5)] * 60
+    angles_of(p, ups[:32])
+    p.end_second(1001, protocol.ACTIVITY_STATIC)
+    for k in range(32, len(ups), 52):
+        angles_of(p, ups[k : k + 52])
+        p.end_second(1002 + k // 52, protocol.ACTIVITY_STATIC)
+    (event,) = sink.events
+    assert (event["neutral_x_mg"], event["neutral_y_mg"], event["neutral_z_mg"]) == (985, 0, 174)
+    assert event["spread_ddeg"] == 0
+    assert angles_of(p, [body_up(10), body_up(30)]) == [(0, 0, 0), (200, 0, 200)]

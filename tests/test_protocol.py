@@ -20,7 +20,7 @@ import protocol as p
 from emulator.micropython_cmd import default_search_path
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-EVENT_TYPES = sorted(t for t in p.RECORD_NAMES if t != p.MINUTE)
+EVENT_TYPES = sorted(t for t in p.RECORD_NAMES if t not in p.MINUTE_TYPES)
 
 # Payload sizes as docs/protocol.md states them.
 EVENT_PAYLOAD_BYTES = {
@@ -92,6 +92,33 @@ def random_minute(rng: random.Random) -> dict[str, Any]:
     }
 
 
+def random_histogram(rng: random.Random, nbins: int, total: int) -> list[int]:
+    bins = zeros(nbins)
+    if total == 0:
+        return bins
+    if rng.randrange(3) == 0:  # every second in one bin, often an edge bin
+        bins[rng.choice([0, nbins - 1, rng.randrange(nbins)])] = total
+        return bins
+    centre = rng.randrange(nbins)
+    for _ in range(total):  # scattered seconds, with gaps inside the run
+        bins[min(nbins - 1, max(0, int(rng.gauss(centre, 3))))] += 1
+    return bins
+
+
+def random_minute2(rng: random.Random) -> dict[str, Any]:
+    """A minute whose fields agree (what MINUTE2 needs): worn from activity, histograms adding
+    up to the posture seconds."""
+    fields = random_minute(rng)
+    activity = fields["activity_s"]
+    worn = sum(activity) - activity[p.ACTIVITY_NOT_WORN]
+    posture = worn - activity[p.ACTIVITY_LYING]
+    fields["worn_s"] = worn
+    fields["lateral_bins_s"] = random_histogram(rng, 5, posture)
+    fields["flexion_bins_s"] = random_histogram(rng, 20, posture)
+    fields["inclination_bins_s"] = random_histogram(rng, 20, posture)
+    return fields
+
+
 def random_event(rng: random.Random, rtype: int) -> dict[str, Any]:
     fields = {}
     for name, lo, hi, none_code in p._EVENTS[rtype][1]:
@@ -103,6 +130,8 @@ def random_event(rng: random.Random, rtype: int) -> dict[str, Any]:
 
 
 def random_fields(rng: random.Random, rtype: int) -> dict[str, Any]:
+    if rtype == p.MINUTE2:
+        return random_minute2(rng)
     return random_minute(rng) if rtype == p.MINUTE else random_event(rng, rtype)
 
 
@@ -246,6 +275,66 @@ def test_typical_sitting_minute_is_at_most_24_payload_bytes():
     payload = p.encode_payload(p.MINUTE, sitting_minute())
     assert len(payload) == 19
     assert len(p.encode_record(1, p.MINUTE, payload)) == 29
+
+
+def test_minute2_leaves_out_what_the_other_fields_imply():
+    # worn_s (= activity but not_worn) and the last bin of each histogram (they add up to the
+    # posture seconds): 4 bytes of a typical minute, 240 bytes of a worn hour.
+    fields = sitting_minute()
+    payload = p.encode_payload(p.MINUTE2, fields)
+    assert len(payload) == 15
+    assert p.decode_payload(p.MINUTE2, payload) == fields
+    lying = sitting_minute(
+        activity_s=[20, 30, 5, 0, 5], worn_s=55, lateral_bins_s=[0, 1, 34, 0, 0],
+        flexion_bins_s=[2] + zeros(18) + [33], inclination_bins_s=[35] + zeros(19),
+    )
+    assert p.decode_payload(p.MINUTE2, p.encode_payload(p.MINUTE2, lying)) == lying
+    off = sitting_minute(
+        activity_s=[0, 0, 0, 0, 60], worn_s=0, lateral_bins_s=zeros(5), flexion_bins_s=zeros(20),
+        inclination_bins_s=zeros(20), mean_velocity_ddps=None,
+    )
+    assert p.decode_payload(p.MINUTE2, p.encode_payload(p.MINUTE2, off)) == off
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"worn_s": 59}, "activity seconds say 60"),
+        ({"flexion_bins_s": zeros(4) + [12, 31, 16] + zeros(13)}, "adds up to 59"),
+        ({"lateral_bins_s": [0, 0, 59, 0, 0]}, "lateral_bins_s adds up to 59"),
+        ({"inclination_bins_s": zeros(20)}, "empty but there are 60"),
+    ],
+)
+def test_minute2_refuses_fields_that_disagree(changes, message):
+    with pytest.raises(p.ProtocolError, match=message):
+        p.encode_payload(p.MINUTE2, sitting_minute(**changes))
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (struct.pack("<IH", 1, 0x8000), "reserved bit"),
+        (struct.pack("<IHB", 1, 0x0002, 60), "lateral bins do not match"),
+        (struct.pack("<IHB", 1, 0x0002 | 0x0080 | 0x0C00, 60) + bytes([3]), "ends inside"),
+        (struct.pack("<IHB", 1, 0x0002 | 0x0080 | 0x0C00, 60) + bytes([3, 0xBC, 0x85]), "no seconds for its last"),
+        (struct.pack("<IHB", 1, 0x0002 | 0x0080 | 0x0C00, 60) + bytes([19, 5, 0x85]), "runs past bin 19"),
+        (struct.pack("<IHB", 1, 0x0002 | 0x0080 | 0x0400, 60) + bytes([0x85]), "inclination_bins_s is missing"),
+        (b"\x01\x02", "at least 6"),
+    ],
+)
+def test_minute2_decoding_rejects_malformed_payloads(payload, message):
+    with pytest.raises(p.ProtocolError, match=message):
+        p.decode_payload(p.MINUTE2, payload)
+
+
+@FUZZ
+@given(st.binary(min_size=6, max_size=70))
+def test_a_minute2_payload_that_decodes_has_exactly_one_encoding(payload):
+    try:
+        fields = p.decode_payload(p.MINUTE2, payload)
+    except p.ProtocolError:
+        return
+    assert p.encode_payload(p.MINUTE2, fields) == payload
 
 
 def test_a_worn_hour_at_a_desk_logs_under_2_kb():

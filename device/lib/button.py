@@ -21,6 +21,7 @@ class Button:
         self._down = False
         self._down_ms = 0
         self._action = -1
+        self.release_ms = 0  # ticks_ms of the last release (when the press completed)
         self._pin.irq(self._edge, machine.Pin.IRQ_FALLING | machine.Pin.IRQ_RISING)
 
     def _edge(self, pin):
@@ -31,6 +32,7 @@ class Button:
         elif self._down:
             self._down = False
             held = time.ticks_diff(now, self._down_ms)
+            self.release_ms = now
             if held >= self.long_ms:
                 self._action = protocol.BUTTON_LONG
             elif held >= _DEBOUNCE_MS:

@@ -5,11 +5,21 @@
 # believes (unix seconds; see clock.py).
 import protocol
 
+# A BATTERY event is written when the reading means something new: the first after boot, the
+# charger plugged in or out, the charge moved by BATTERY_STEP_PCT since the last event, or
+# BATTERY_HEARTBEAT_S passed.  Read every 10 minutes, a cell that loses a few percent a day
+# would otherwise cost six records an hour (~110 bytes per worn hour) saying nothing new.
+BATTERY_STEP_PCT = 2
+BATTERY_HEARTBEAT_S = 6 * 3600
+
 
 class EventLog:
     def __init__(self, log, now_s):
         self.log = log
         self.now_s = now_s  # () -> unix seconds
+        self._battery_pct = -1  # last logged: percent, charging, time
+        self._battery_charging = -1
+        self._battery_s = 0
 
     def write(self, rtype, *values):
         return self.log.append(rtype, protocol.encode_event(rtype, *values))
@@ -31,7 +41,24 @@ class EventLog:
         self.write(protocol.BUTTON, self.now_s(), action, task_id)
 
     def battery(self, battery_mv, charging):
-        self.write(protocol.BATTERY, self.now_s(), battery_mv, battery_percent(battery_mv), 1 if charging else 0)
+        """A battery reading; logged only when it says something new (see BATTERY_STEP_PCT).
+        Returns True when it was logged."""
+        now = self.now_s()
+        pct = battery_percent(battery_mv)
+        charging = 1 if charging else 0
+        last = self._battery_pct
+        if (
+            last >= 0
+            and charging == self._battery_charging
+            and -BATTERY_STEP_PCT < pct - last < BATTERY_STEP_PCT
+            and 0 <= now - self._battery_s < BATTERY_HEARTBEAT_S
+        ):
+            return False
+        self._battery_pct = pct
+        self._battery_charging = charging
+        self._battery_s = now
+        self.write(protocol.BATTERY, now, battery_mv, pct, charging)
+        return True
 
 
 # Open-circuit voltage of a LiPo cell at 100, 90 … 0 % (typical 1C discharge curve).

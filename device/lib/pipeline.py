@@ -7,6 +7,7 @@
 #
 # A batch from the FIFO is split at second boundaries (every odr_hz samples) so per-second
 # figures cover exactly one second of samples, whatever the drain period.
+import time
 from array import array
 
 import activity
@@ -41,6 +42,8 @@ class Pipeline:
         self.summary = summary.Summary(odr, log)
         self.left = odr  # samples until the end of the current second
         self.activity_code = protocol.ACTIVITY_STATIC
+        self.last_batch_ms = None  # ticks_ms when the newest processed sample was read
+        self.cal_skip_s = posture.CAL_SKIP_S
 
     def process(self, sensors, batch_start_ms):
         """Run one drained batch: ``sensors`` are the sampler's Sensor objects (buf, n)."""
@@ -48,6 +51,7 @@ class Pipeline:
         n = upper.n
         if n == 0:
             return
+        self.last_batch_ms = batch_start_ms
         for k in range(len(self.fusions)):
             s = sensors[k]
             if s.n:
@@ -88,9 +92,20 @@ class Pipeline:
         buzzed = self.alert.update(now, code, p0.flexion_ddeg, p0.flexion_min_ddeg, p0.flexion_peak_ddeg)
         self.summary.add_second(now, code, p0, self.activity.velocity_ddps, buzzed, curvature)
 
-    def calibrate(self, method):
+    def calibrate(self, method, release_ms=None):
+        """Start a calibration hold.  release_ms (ticks_ms of the button's release): the hold
+        starts cal_skip_s after it, to the sample (posture.Posture.calibrate), rather than with
+        the next whole second, which begins anywhere from 0 to 1.5 s after the release."""
+        skip = None
+        if release_ms is not None and self.last_batch_ms is not None:
+            # the next sample to process is read one period after the newest processed one
+            start_ms = time.ticks_add(release_ms, 1000 * self.cal_skip_s)
+            next_ms = time.ticks_add(self.last_batch_ms, 1000 // self.odr)
+            skip = time.ticks_diff(start_ms, next_ms) * self.odr // 1000
+            if skip < 0:
+                skip = 0
         for p in self.postures:
-            p.calibrate(method)
+            p.calibrate(method, skip, self.odr)
 
     def snooze(self):
         self.alert.snooze(self.now_s())

@@ -104,6 +104,7 @@ _BIAS = const(2048)
 
 # Calibration hold: seconds skipped after the request (the press itself moves the wearer).
 _CAL_SKIP_S = const(1)
+CAL_SKIP_S = _CAL_SKIP_S  # (public: const names with an underscore are compiled away)
 _CAL_IDLE = const(0)
 
 
@@ -388,6 +389,12 @@ class Posture:
         self._cal_wait = 0
         self._cal_left = 0
         self._cal_list = []
+        self._cal_skip = -1  # >= 0: a hold anchored to a sample (see calibrate), else per second
+        self._cal_hold = 0
+        self._cal_per_s = 1
+        self._cal_n = 0
+        self._cal_sum = [0, 0, 0]
+        self._cal_sec = [0, 0, 0]
         # automatic walking reference
         self._walk = array("h", bytes(6 * self.settings.auto_walk_s))
         self._walk_n = 0
@@ -403,6 +410,8 @@ class Posture:
         acc[_A_START] = start
         acc[_A_STOP] = stop
         _posture_kernel(self._frame, up_q14, self.angles, acc)
+        if self._cal_skip >= 0 and self._cal_n < self._cal_hold:
+            self._calibration_samples(up_q14, start, stop)
 
     # ---- per second ---------------------------------------------------------------------
     def end_second(self, now_s, activity):
@@ -425,7 +434,10 @@ class Posture:
         if not n:
             return
         if self._cal_method >= 0:
-            self._calibration_second(now_s)
+            if self._cal_skip < 0:
+                self._calibration_second(now_s)
+            elif self._cal_n >= self._cal_hold:
+                self._finish_calibration(now_s)
         if activity == protocol.ACTIVITY_NOT_WORN:
             # Taken off: the next wear may sit differently, so measure the walking reference
             # again (an automatic neutral follows it; a wearer's own calibration stays).
@@ -446,13 +458,64 @@ class Posture:
         acc[_A_LOW] = 2 * _BIAS
 
     # ---- calibration --------------------------------------------------------------------
-    def calibrate(self, method=protocol.CAL_BUTTON):
+    def calibrate(self, method=protocol.CAL_BUTTON, skip_samples=None, samples_per_s=None):
         """Start a calibration hold: the mean up vector of the next calibration_s seconds
-        (after one skipped second) becomes the neutral posture; logs a CALIBRATION event."""
+        (after one skipped second) becomes the neutral posture; logs a CALIBRATION event.
+
+        Without skip_samples the hold is whole seconds: the rest of the second running now
+        counts as the skipped second (exact when the request comes at a second boundary, as the
+        bench drivers' calibrate command does).  With skip_samples (the button: the pipeline
+        knows the release to the sample) the hold starts skip_samples after the last sample
+        processed and lasts calibration_s * samples_per_s samples, whatever the phase of the
+        seconds: a wearer sways a degree or two within a second, and a hold that starts
+        anywhere from 0 to 1.5 s after the release moves the neutral by as much."""
         self._cal_method = method
         self._cal_wait = _CAL_SKIP_S
         self._cal_left = self.settings.calibration_s
         self._cal_list = []
+        if skip_samples is None or not samples_per_s:
+            self._cal_skip = -1
+            return
+        self._cal_skip = skip_samples if skip_samples > 0 else 0
+        self._cal_per_s = samples_per_s
+        self._cal_hold = self.settings.calibration_s * samples_per_s
+        self._cal_n = 0
+        for k in range(3):
+            self._cal_sum[k] = 0
+            self._cal_sec[k] = 0
+
+    def _calibration_samples(self, up, start, stop):
+        # Only while a sample-anchored hold runs (a few seconds after a button press).
+        i = start
+        skip = self._cal_skip
+        if skip > 0:
+            take = stop - i if stop - i < skip else skip
+            i += take
+            self._cal_skip = skip - take
+        total = self._cal_sum
+        sec = self._cal_sec
+        per_s = self._cal_per_s
+        while i < stop and self._cal_n < self._cal_hold:
+            for k in range(3):
+                v = up[3 * i + k]
+                total[k] += v
+                sec[k] += v
+            self._cal_n += 1
+            if self._cal_n % per_s == 0:
+                # one vector per second of the hold, for the spread
+                self._cal_list.append((sec[0], sec[1], sec[2]))
+                sec[0] = sec[1] = sec[2] = 0
+            i += 1
+
+    def _finish_calibration(self, now_s):
+        total = self._cal_sum
+        vectors = self._cal_list
+        method = self._cal_method
+        self._cal_method = -1
+        self._cal_skip = -1
+        self._cal_list = []
+        mean = _unit(total[0], total[1], total[2])
+        self.set_neutral(mean, method, now_s, _spread_ddeg(vectors, mean))
 
     @property
     def calibrating(self):

@@ -9,7 +9,7 @@
 # as ActiPASS leaves lying out of trunk inclination; the host still sees them as lying seconds.
 #
 # At the end of each wall-clock minute (clock.unix_s(), minute-aligned) the summary is
-# encoded with protocol.encode_minute and appended to the log.  Minutes without a worn second
+# encoded with protocol.encode_minute2 (MINUTE2) and appended to the log.  Minutes without a worn second
 # are not written: no record means not worn (or not running), which the host treats the same,
 # and a week of nights off-body then costs nothing (BOOT and BATTERY events still show the
 # device was alive).  Every second weighs the same in the histograms, however many samples
@@ -202,15 +202,20 @@ class Summary:
         minute = self.minute_index
         if minute is None:
             return
-        worn_s = _cap(self.worn_s)
-        posture_s = _cap(self.posture_s)
+        activity = _cap_list(self.activity_s)
+        # worn and posture seconds from the (capped) activity seconds, so MINUTE2 can leave
+        # them out: worn = all but not_worn, posture = worn but lying
+        worn_s = 0
+        for v in activity:
+            worn_s += v
+        worn_s -= activity[protocol.ACTIVITY_NOT_WORN]
+        posture_s = worn_s - activity[protocol.ACTIVITY_LYING]
         m = self._minute
         flexion = _seconds(m, 0, 20, posture_s)
         inclination = _seconds(m, _INCL, 20, posture_s)
         lateral = _seconds(m, _LAT, 5, posture_s)
-        activity = _cap_list(self.activity_s)
         worn = self.worn_s
-        payload = protocol.encode_minute(
+        fields = (
             minute * 60,
             worn_s,
             activity,
@@ -222,7 +227,14 @@ class Summary:
             (2 * self._velocity_sum + worn) // (2 * worn),
             None if not self._curvature_n else _mean_ddeg(self._curvature_sum, self._curvature_n),
         )
-        self.sink.append(protocol.MINUTE, payload)
+        try:
+            rtype = protocol.MINUTE2
+            payload = protocol.encode_minute2(*fields)
+        except protocol.ProtocolError:
+            # a histogram without samples behind its seconds: the layout that stores everything
+            rtype = protocol.MINUTE
+            payload = protocol.encode_minute(*fields)
+        self.sink.append(rtype, payload)
         self.minutes_written += 1
 
 

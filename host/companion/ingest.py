@@ -43,7 +43,7 @@ BATCH_MAC_CONTEXT = b"posture/batch/v1\x00"
 BATCH_MAC_SIZE = 32
 
 # Record types whose time puts them on a worker-day's exposure.
-_EXPOSURE_TYPES = frozenset((protocol.MINUTE, protocol.BOUT, protocol.ALERT))
+_EXPOSURE_TYPES = frozenset((protocol.MINUTE, protocol.MINUTE2, protocol.BOUT, protocol.ALERT))
 # The field of each event type that says when it happened.
 _TIME_FIELDS = ("start_s", "time_s", "new_s")
 
@@ -275,7 +275,7 @@ def _ingest(
             }
         )
         fields = protocol.decode_payload(record.rtype, payload)
-        if record.rtype == protocol.MINUTE:
+        if record.rtype in protocol.MINUTE_TYPES:
             minute_rows.append(
                 {
                     "device_pk": device.id,

@@ -78,12 +78,12 @@ class RunResult:
     def events(self) -> list[dict[str, Any]]:
         out = []
         for r, fields in self.decoded():
-            if r.rtype != protocol.MINUTE:
+            if r.rtype not in protocol.MINUTE_TYPES:
                 out.append({"seq": r.seq, "type": protocol.RECORD_NAMES[r.rtype], **fields})
         return out
 
     def minutes(self) -> list[dict[str, Any]]:
-        return [{"seq": r.seq, **f} for r, f in self.decoded() if r.rtype == protocol.MINUTE]
+        return [{"seq": r.seq, **f} for r, f in self.decoded() if r.rtype in protocol.MINUTE_TYPES]
 
     def alerts(self) -> list[dict[str, Any]]:
         return [e for e in self.events() if e["type"] == "alert"]
