@@ -33,8 +33,8 @@ import protocol
 if sys.implementation.name == "micropython":
     import micropython
     from micropython import const  # pyright: ignore[reportAssignmentType]
-else:  # CPython: the plain-Python stand-ins of the viper kernels (see posture.py)
-    from posture import const, micropython, ptr16, ptr32
+else:  # CPython (tests, host tools): the viper kernels run as plain Python
+    from viper_cpython import const, micropython, ptr16, ptr32
 
 from posture import _frame_rows, atan2_cdeg, isqrt
 

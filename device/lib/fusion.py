@@ -60,38 +60,8 @@ from array import array
 if sys.implementation.name == "micropython":
     import micropython
     from micropython import const  # pyright: ignore[reportAssignmentType]
-else:
-    # CPython: run the viper function below as plain Python. The stand-ins behave like viper's
-    # pointers on a 64-bit host: loads are unsigned (the code sign-extends them itself) and a
-    # store must fit the element (a value that would not is a bug here, and raises).
-    def const(value):
-        return value
-
-    class _PlainPython:
-        @staticmethod
-        def viper(fn):
-            return fn
-
-    micropython = _PlainPython()
-
-    class _Pointer:
-        def __init__(self, buf, load_format, store_format):
-            raw = memoryview(buf).cast("B")
-            self._load = raw.cast(load_format)
-            self._store = raw.cast(store_format)
-
-        def __getitem__(self, i):
-            return self._load[i]
-
-        def __setitem__(self, i, value):
-            self._store[i] = value
-
-    def ptr16(buf):
-        return _Pointer(buf, "H", "h")
-
-    def ptr32(buf):
-        return _Pointer(buf, "I", "i")
-
+else:  # CPython (tests, host tools): the viper kernels run as plain Python
+    from viper_cpython import const, micropython, ptr16, ptr32
 
 ONE_Q14 = const(16384)  # 1.0 in the up vector
 SAMPLE_BYTES = const(12)  # int16 LE ax, ay, az, gx, gy, gz

@@ -39,38 +39,8 @@ import protocol
 if sys.implementation.name == "micropython":
     import micropython
     from micropython import const  # pyright: ignore[reportAssignmentType]
-else:  # CPython (tests, host tools): run the viper kernels as plain Python.
-
-    def const(value):
-        return value
-
-    class _PlainPython:
-        @staticmethod
-        def viper(fn):
-            return fn
-
-    micropython = _PlainPython()
-
-    class _Pointer:
-        # Like viper's pointers on a 64-bit host: loads are unsigned (the kernels sign-extend
-        # 16-bit values themselves), a store must fit the element.
-        def __init__(self, buf, load_format, store_format):
-            raw = memoryview(buf).cast("B")
-            self._load = raw.cast(load_format)
-            self._store = raw.cast(store_format)
-
-        def __getitem__(self, i):
-            return self._load[i]
-
-        def __setitem__(self, i, value):
-            self._store[i] = value
-
-    def ptr16(buf):
-        return _Pointer(buf, "H", "h")
-
-    def ptr32(buf):
-        return _Pointer(buf, "I", "i")
-
+else:  # CPython (tests, host tools): the viper kernels run as plain Python
+    from viper_cpython import const, micropython, ptr16, ptr32
 
 ONE_Q14 = const(16384)
 

@@ -26,8 +26,8 @@ import protocol
 if sys.implementation.name == "micropython":
     import micropython
     from micropython import const  # pyright: ignore[reportAssignmentType]
-else:  # CPython: the plain-Python stand-ins of the viper kernels (see posture.py)
-    from posture import const, micropython, ptr16, ptr32
+else:  # CPython (tests, host tools): the viper kernels run as plain Python
+    from viper_cpython import const, micropython, ptr16, ptr32
 
 _BINS = const(45)  # 20 flexion, 20 inclination, 5 lateral
 _INCL = const(20)
