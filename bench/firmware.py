@@ -77,43 +77,7 @@ def per_sample_path(buf):
     summ.add_samples(pos.angles, 0, BATCH)
 
 
-class FloatMadgwick:
-    def __init__(self):
-        self.dt = 1.0 / ODR
-        self.k = GYR * 1e-6 * math.pi / 180.0
-        self.beta = 0.033
-        self.q = [1.0, 0.0, 0.0, 0.0]
-
-    def update_batch(self, buf):
-        for i in range(BATCH):
-            ax, ay, az, gx, gy, gz = struct.unpack_from("<6h", buf, 12 * i)
-            k = self.k
-            self.update(gx * k, gy * k, gz * k, ax, ay, az)
-
-    def update(self, gx, gy, gz, ax, ay, az):
-        q0, q1, q2, q3 = self.q
-        d0 = 0.5 * (-q1 * gx - q2 * gy - q3 * gz)
-        d1 = 0.5 * (q0 * gx + q2 * gz - q3 * gy)
-        d2 = 0.5 * (q0 * gy - q1 * gz + q3 * gx)
-        d3 = 0.5 * (q0 * gz + q1 * gy - q2 * gx)
-        n = math.sqrt(ax * ax + ay * ay + az * az)
-        if n > 0.0:
-            ax /= n; ay /= n; az /= n
-            f1 = 2.0 * (q1 * q3 - q0 * q2) - ax
-            f2 = 2.0 * (q0 * q1 + q2 * q3) - ay
-            f3 = 1.0 - 2.0 * (q1 * q1 + q2 * q2) - az
-            s0 = -2.0 * q2 * f1 + 2.0 * q1 * f2
-            s1 = 2.0 * q3 * f1 + 2.0 * q0 * f2 - 4.0 * q1 * f3
-            s2 = -2.0 * q0 * f1 + 2.0 * q3 * f2 - 4.0 * q2 * f3
-            s3 = 2.0 * q1 * f1 + 2.0 * q2 * f2
-            n = math.sqrt(s0 * s0 + s1 * s1 + s2 * s2 + s3 * s3)
-            if n > 0.0:
-                b = self.beta / n
-                d0 -= b * s0; d1 -= b * s1; d2 -= b * s2; d3 -= b * s3
-        q0 += d0 * self.dt; q1 += d1 * self.dt; q2 += d2 * self.dt; q3 += d3 * self.dt
-        n = math.sqrt(q0 * q0 + q1 * q1 + q2 * q2 + q3 * q3)
-        self.q = [q0 / n, q1 / n, q2 / n, q3 / n]
-
+""" + fusion_broad.FLOAT_MADGWICK_MPY + r"""
 
 def measure(fn, rounds):
     fn(chunks[0])
@@ -130,8 +94,8 @@ def measure(fn, rounds):
 
 
 ours_us, ours_heap = measure(per_sample_path, 2000)
-mad = FloatMadgwick()
-mad_us, mad_heap = measure(mad.update_batch, 10)
+mad = FloatMadgwick(ODR, ACC, GYR, 0.033)  # ahrs' default IMU gain
+mad_us, mad_heap = measure(lambda buf: mad.update_batch(buf, BATCH), 10)
 print(json.dumps({"ours_us": ours_us, "ours_heap": ours_heap, "madgwick_us": mad_us, "madgwick_heap": mad_heap}))
 """
 

@@ -141,19 +141,7 @@ def imufusion_up(trial: Trial) -> np.ndarray:
 # ---- MicroPython side ------------------------------------------------------------------------
 
 # Runs in micropython with device/lib on the path. argv-free: reads manifest.json in the cwd.
-_MPY_SCRIPT = r"""
-import gc
-import json
-import math
-import struct
-import time
-from array import array
-
-import fusion
-
-BATCH = %(batch)d
-
-
+FLOAT_MADGWICK_MPY = r"""
 class FloatMadgwick:
     # Textbook Madgwick IMU update (gradient-descent step on the gravity error), in floats:
     # the usual way to write a filter in MicroPython, as the speed/heap baseline.
@@ -200,7 +188,23 @@ class FloatMadgwick:
         q3 += d3 * self.dt
         norm = math.sqrt(q0 * q0 + q1 * q1 + q2 * q2 + q3 * q3)
         self.q = [q0 / norm, q1 / norm, q2 / norm, q3 / norm]
+"""
 
+
+_MPY_SCRIPT = r"""
+import gc
+import json
+import math
+import struct
+import time
+from array import array
+
+import fusion
+
+BATCH = %(batch)d
+
+
+""" + FLOAT_MADGWICK_MPY + r"""
 
 def stream(filt, path, out_path):
     # The firmware's loop: refill one preallocated buffer, process it in one call.
