@@ -3,7 +3,7 @@
 # Reads the settings, builds the parts, and runs the asyncio tasks:
 #   sample     drain the IMU FIFOs every drain_ms, hand each batch to the processing
 #              stages, feed the watchdog only while this loop makes progress;
-#   housekeep  battery reading and log upkeep once a minute.
+#   housekeep  battery voltage and USB power every 10 minutes (a battery event when it changed).
 # The processing stages (fusion, posture, activity, alert, summary) are in pipeline.py; they
 # start once the upper IMU runs (its sensitivities and ODR are theirs).
 import asyncio
