@@ -981,3 +981,458 @@ def scan_valid_prefix(data):
         records.append(record)
         pos = nxt
     return records, pos
+
+
+# =============================================================================================
+# ---- BLE: GATT service, info, commands, notifications, HMAC (docs/protocol.md section 8) ----
+# =============================================================================================
+# Strings usable as bluetooth.UUID(str) on MicroPython and as UUIDs in bleak.
+SERVICE_UUID = "7c3e0001-5f2a-4d8b-9e61-3a0c2b7d4f10"
+INFO_UUID = "7c3e0002-5f2a-4d8b-9e61-3a0c2b7d4f10"  # read
+CONTROL_UUID = "7c3e0003-5f2a-4d8b-9e61-3a0c2b7d4f10"  # write with response
+DATA_UUID = "7c3e0004-5f2a-4d8b-9e61-3a0c2b7d4f10"  # notify
+
+NONCE_SIZE = const(16)
+MAC_SIZE = const(32)
+DEVICE_ID_MAX = const(32)
+# A session needs this ATT MTU (the HELLO result and BATCH_END carry a 32-byte MAC); the host
+# asks for 247.  pack_data_frames itself works down to the BLE minimum, 23.
+MIN_SESSION_MTU = const(48)
+MIN_MTU = const(23)
+CONFIG_MAX = const(4096)  # largest CONFIG_SET JSON document
+BATTERY_UNKNOWN = const(255)
+
+AUTH_HOST_CONTEXT = b"posture/auth/v1\x00"
+AUTH_DEVICE_CONTEXT = b"posture/auth-device/v1\x00"
+BATCH_MAC_CONTEXT = b"posture/batch/v1\x00"
+
+# ---- error codes (command results) ----
+OK = const(0)
+ERR_UNKNOWN_COMMAND = const(1)
+ERR_MALFORMED = const(2)
+ERR_NOT_AUTHENTICATED = const(3)
+ERR_AUTH_FAILED = const(4)
+ERR_BAD_SEQ = const(5)
+ERR_BUSY = const(6)
+ERR_CONFIG_INVALID = const(7)
+ERR_MTU_TOO_SMALL = const(8)
+ERR_INTERNAL = const(9)
+ERROR_NAMES = (
+    "ok",
+    "unknown_command",
+    "malformed",
+    "not_authenticated",
+    "auth_failed",
+    "bad_seq",
+    "busy",
+    "config_invalid",
+    "mtu_too_small",
+    "internal",
+)
+
+# ---- commands (control writes: cmd:u8 | body) ----
+CMD_HELLO = const(1)
+CMD_TIME_SET = const(2)
+CMD_FETCH = const(3)
+CMD_ACK = const(4)
+CMD_CONFIG_SET = const(5)
+CMD_CALIBRATE = const(6)
+CMD_BUZZ_TEST = const(7)
+CMD_REBOOT = const(8)
+COMMAND_NAMES = {
+    CMD_HELLO: "hello",
+    CMD_TIME_SET: "time_set",
+    CMD_FETCH: "fetch",
+    CMD_ACK: "ack",
+    CMD_CONFIG_SET: "config_set",
+    CMD_CALIBRATE: "calibrate",
+    CMD_BUZZ_TEST: "buzz_test",
+    CMD_REBOOT: "reboot",
+}
+
+# ---- notification frame types (first byte of every `data` notification) ----
+FRAME_RESULT = const(1)  # cmd:u8 | error:u8 | detail
+FRAME_RECORDS = const(2)  # frame_seq:u16 | one or more whole framed records
+FRAME_PART = const(3)  # frame_seq:u16 | a piece of one record, more pieces follow
+FRAME_PART_END = const(4)  # frame_seq:u16 | the last piece of that record
+FRAME_BATCH_END = const(5)  # frame_seq:u16 | count:u16 | more:u8 | mac:32
+FRAME_NAMES = {
+    FRAME_RESULT: "result",
+    FRAME_RECORDS: "records",
+    FRAME_PART: "part",
+    FRAME_PART_END: "part_end",
+    FRAME_BATCH_END: "batch_end",
+}
+_FRAME_HEAD = const(3)  # type + frame_seq
+
+
+class UnknownCommand(ProtocolError):
+    """A control write whose command code this protocol version does not define."""
+
+
+def _bytes_of(where, value, lo, hi):
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise ProtocolError("%s must be bytes" % where)
+    value = bytes(value)
+    if len(value) < lo or len(value) > hi:
+        raise ProtocolError("%s is %d bytes, expected %d..%d" % (where, len(value), lo, hi))
+    return value
+
+
+# ---- HMAC-SHA256 (MicroPython has hashlib.sha256 but no hmac) ----
+def hmac_sha256(key, msg):
+    """HMAC-SHA256 (RFC 2104) of `msg` with `key`: 32 bytes, equal to CPython's hmac."""
+    from hashlib import sha256
+
+    key = bytes(key)
+    if len(key) > 64:
+        key = sha256(key).digest()
+    key = key + bytes(64 - len(key))
+    inner = sha256(bytes(b ^ 0x36 for b in key))
+    inner.update(msg)
+    outer = sha256(bytes(b ^ 0x5C for b in key))
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+def digest_equal(a, b):
+    """Constant-time comparison of two MACs."""
+    if len(a) != len(b):
+        return False
+    diff = 0
+    for i in range(len(a)):
+        diff |= a[i] ^ b[i]
+    return diff == 0
+
+
+def _device_id_bytes(device_id):
+    if not isinstance(device_id, str):
+        raise ProtocolError("device id must be a str")
+    ident = device_id.encode()
+    if len(ident) < 1 or len(ident) > 255:
+        raise ProtocolError("device id must be 1..255 bytes of UTF-8")
+    return ident
+
+
+def batch_mac(key, device_id, frames_bytes):
+    """HMAC-SHA256(key, b"posture/batch/v1\\x00" || u8 len(id) || id || frames): the batch
+    MAC the server checks (host/companion/ingest.py batch_mac is the same construction)."""
+    ident = _device_id_bytes(device_id)
+    return hmac_sha256(key, BATCH_MAC_CONTEXT + bytes((len(ident),)) + ident + bytes(frames_bytes))
+
+
+def host_auth_proof(key, device_nonce, host_nonce):
+    """The host's HELLO proof: HMAC-SHA256(key, b"posture/auth/v1\\x00" || device_nonce || host_nonce)."""
+    return hmac_sha256(key, AUTH_HOST_CONTEXT + bytes(device_nonce) + bytes(host_nonce))
+
+
+def device_auth_proof(key, device_nonce, host_nonce):
+    """The device's answer: HMAC-SHA256(key, b"posture/auth-device/v1\\x00" || device_nonce || host_nonce)."""
+    return hmac_sha256(key, AUTH_DEVICE_CONTEXT + bytes(device_nonce) + bytes(host_nonce))
+
+
+# ---- info characteristic ----
+# version:u8 | fw:3*u8 | id_len:u8 | id | first_seq:u32 | last_seq:u32 | acked_seq:u32 |
+# battery:u8 | clock_s:u32 | config_crc:u32 | nonce:16
+_INFO_TAIL = "<IIIBII16s"
+_INFO_TAIL_SIZE = const(37)
+INFO_FIELDS = (
+    "protocol_version",
+    "fw_version",
+    "device_id",
+    "first_seq",
+    "last_seq",
+    "acked_seq",
+    "battery_percent",
+    "clock_s",
+    "config_crc",
+    "nonce",
+)
+
+
+def _check_device_id(ident):
+    if len(ident) < 1 or len(ident) > DEVICE_ID_MAX:
+        raise ProtocolError("device id must be 1..%d bytes" % DEVICE_ID_MAX)
+    for b in ident:
+        if b < 0x21 or b > 0x7E:
+            raise ProtocolError("device id must be printable ASCII without spaces")
+
+
+def encode_info(
+    protocol_version,
+    fw_version,
+    device_id,
+    first_seq,
+    last_seq,
+    acked_seq,
+    battery_percent,
+    clock_s,
+    config_crc,
+    nonce,
+):
+    """The `info` payload; fw_version is (major, minor, patch), battery 0..100 or 255 unknown."""
+    _int_in("info.protocol_version", protocol_version, 0, _U8)
+    try:
+        fw = tuple(fw_version)
+    except TypeError:
+        raise ProtocolError("info.fw_version must be (major, minor, patch)") from None
+    if len(fw) != 3:
+        raise ProtocolError("info.fw_version must be (major, minor, patch)")
+    for v in fw:
+        _int_in("info.fw_version", v, 0, _U8)
+    if not isinstance(device_id, str):
+        raise ProtocolError("info.device_id must be a str")
+    ident = device_id.encode()
+    _check_device_id(ident)
+    for name, v in (("first_seq", first_seq), ("last_seq", last_seq), ("acked_seq", acked_seq)):
+        _int_in("info." + name, v, 0, _U32)
+    if battery_percent != BATTERY_UNKNOWN:
+        _int_in("info.battery_percent", battery_percent, 0, 100)
+    _int_in("info.clock_s", clock_s, 0, _U32)
+    _int_in("info.config_crc", config_crc, 0, _U32)
+    nonce = _bytes_of("info.nonce", nonce, NONCE_SIZE, NONCE_SIZE)
+    head = bytes((protocol_version, fw[0], fw[1], fw[2], len(ident))) + ident
+    tail = struct.pack(
+        _INFO_TAIL, first_seq, last_seq, acked_seq, int(battery_percent), clock_s, config_crc, nonce
+    )
+    return head + tail
+
+
+def decode_info(data):
+    """dict of the `info` payload (fields INFO_FIELDS; fw_version a tuple); ProtocolError if bad."""
+    data = bytes(data)
+    if len(data) < 5:
+        raise ProtocolError("info is %d bytes, too short" % len(data))
+    n = data[4]
+    if len(data) != 5 + n + _INFO_TAIL_SIZE:
+        raise ProtocolError("info is %d bytes, expected %d" % (len(data), 5 + n + _INFO_TAIL_SIZE))
+    ident = data[5 : 5 + n]
+    _check_device_id(ident)
+    t = struct.unpack(_INFO_TAIL, data[5 + n :])
+    if t[3] > 100 and t[3] != BATTERY_UNKNOWN:
+        raise ProtocolError("info.battery_percent = %d is outside 0..100" % t[3])
+    return {
+        "protocol_version": data[0],
+        "fw_version": (data[1], data[2], data[3]),
+        "device_id": ident.decode(),
+        "first_seq": t[0],
+        "last_seq": t[1],
+        "acked_seq": t[2],
+        "battery_percent": t[3],
+        "clock_s": t[4],
+        "config_crc": t[5],
+        "nonce": t[6],
+    }
+
+
+# ---- commands ----
+def encode_command(cmd, *values):
+    """A control write from the command's values (docs/protocol.md, command table):
+
+    HELLO(host_nonce, proof) | TIME_SET(unix_s) | FETCH(from_seq, window) | ACK(seq) |
+    CONFIG_SET(offset, total, chunk) | CALIBRATE() | BUZZ_TEST() | REBOOT()"""
+    if cmd == CMD_HELLO:
+        _nargs(cmd, values, 2)
+        return (
+            bytes((cmd,))
+            + _bytes_of("HELLO.host_nonce", values[0], NONCE_SIZE, NONCE_SIZE)
+            + _bytes_of("HELLO.proof", values[1], MAC_SIZE, MAC_SIZE)
+        )
+    if cmd == CMD_TIME_SET or cmd == CMD_ACK:
+        _nargs(cmd, values, 1)
+        return struct.pack("<BI", cmd, _int_in(COMMAND_NAMES[cmd], values[0], 0, _U32))
+    if cmd == CMD_FETCH:
+        _nargs(cmd, values, 2)
+        return struct.pack(
+            "<BIH",
+            cmd,
+            _int_in("FETCH.from_seq", values[0], 0, _U32),
+            _int_in("FETCH.window", values[1], 1, _U16),
+        )
+    if cmd == CMD_CONFIG_SET:
+        _nargs(cmd, values, 3)
+        offset = _int_in("CONFIG_SET.offset", values[0], 0, CONFIG_MAX - 1)
+        total = _int_in("CONFIG_SET.total", values[1], 1, CONFIG_MAX)
+        chunk = _bytes_of("CONFIG_SET.chunk", values[2], 1, CONFIG_MAX)
+        if offset + len(chunk) > total:
+            raise ProtocolError("CONFIG_SET chunk ends past total")
+        return struct.pack("<BHH", cmd, offset, total) + chunk
+    if cmd == CMD_CALIBRATE or cmd == CMD_BUZZ_TEST or cmd == CMD_REBOOT:
+        _nargs(cmd, values, 0)
+        return bytes((cmd,))
+    raise UnknownCommand("unknown command %r" % (cmd,))
+
+
+def _nargs(cmd, values, n):
+    if len(values) != n:
+        raise ProtocolError("%s takes %d values, got %d" % (COMMAND_NAMES[cmd], n, len(values)))
+
+
+def decode_command(data):
+    """(cmd, values) of a control write, values as encode_command takes them.
+
+    Raises UnknownCommand (error ERR_UNKNOWN_COMMAND) or ProtocolError (ERR_MALFORMED), nothing else."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ProtocolError("a command is bytes")
+    data = bytes(data)
+    if not data:
+        raise ProtocolError("empty command")
+    cmd = data[0]
+    n = len(data)
+    if cmd == CMD_HELLO:
+        if n != 1 + NONCE_SIZE + MAC_SIZE:
+            raise ProtocolError("HELLO is %d bytes, expected %d" % (n, 1 + NONCE_SIZE + MAC_SIZE))
+        return cmd, (data[1 : 1 + NONCE_SIZE], data[1 + NONCE_SIZE :])
+    if cmd == CMD_TIME_SET or cmd == CMD_ACK:
+        if n != 5:
+            raise ProtocolError("%s is %d bytes, expected 5" % (COMMAND_NAMES[cmd], n))
+        return cmd, struct.unpack("<I", data[1:])
+    if cmd == CMD_FETCH:
+        if n != 7:
+            raise ProtocolError("fetch is %d bytes, expected 7" % n)
+        v = struct.unpack("<IH", data[1:])
+        if v[1] < 1:
+            raise ProtocolError("FETCH.window must be at least 1")
+        return cmd, v
+    if cmd == CMD_CONFIG_SET:
+        if n < 6:
+            raise ProtocolError("config_set is %d bytes, too short" % n)
+        offset, total = struct.unpack("<HH", data[1:5])
+        chunk = data[5:]
+        if total < 1 or total > CONFIG_MAX or offset + len(chunk) > total:
+            raise ProtocolError(
+                "CONFIG_SET offset %d + %d bytes outside total %d" % (offset, len(chunk), total)
+            )
+        return cmd, (offset, total, chunk)
+    if cmd == CMD_CALIBRATE or cmd == CMD_BUZZ_TEST or cmd == CMD_REBOOT:
+        if n != 1:
+            raise ProtocolError("%s takes no body" % COMMAND_NAMES[cmd])
+        return cmd, ()
+    raise UnknownCommand("unknown command %d" % cmd)
+
+
+# ---- notifications on `data` ----
+def encode_result(cmd, error, detail=b""):
+    """A command result: FRAME_RESULT | cmd | error | detail (HELLO ok: the device's proof)."""
+    _int_in("result.cmd", cmd, 0, _U8)
+    _int_in("result.error", error, 0, _U8)
+    return bytes((FRAME_RESULT, cmd, error)) + _bytes_of("result.detail", detail, 0, 244 - 3)
+
+
+def encode_batch_end(frame_seq, count, more, mac):
+    """The frame that closes a FETCH batch: its record count, whether more records are stored,
+    and batch_mac(key, device_id, the batch's framed records concatenated)."""
+    return struct.pack(
+        "<BHHB",
+        FRAME_BATCH_END,
+        _int_in("batch_end.frame_seq", frame_seq, 0, _U16),
+        _int_in("batch_end.count", count, 0, _U16),
+        _int_in("batch_end.more", more, 0, 1),
+    ) + _bytes_of("batch_end.mac", mac, MAC_SIZE, MAC_SIZE)
+
+
+def decode_notification(data):
+    """(frame_type, values) of a `data` notification; ProtocolError if it is not one:
+
+    RESULT (cmd, error, detail) | RECORDS, PART, PART_END (frame_seq, body) |
+    BATCH_END (frame_seq, count, more, mac)"""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ProtocolError("a notification is bytes")
+    data = bytes(data)
+    n = len(data)
+    if n == 0:
+        raise ProtocolError("empty notification")
+    ftype = data[0]
+    if ftype == FRAME_RESULT:
+        if n < 3:
+            raise ProtocolError("result is %d bytes, too short" % n)
+        return ftype, (data[1], data[2], data[3:])
+    if ftype == FRAME_RECORDS or ftype == FRAME_PART or ftype == FRAME_PART_END:
+        if n < _FRAME_HEAD + 1:
+            raise ProtocolError("data frame is %d bytes, too short" % n)
+        return ftype, (struct.unpack("<H", data[1:3])[0], data[3:])
+    if ftype == FRAME_BATCH_END:
+        if n != 6 + MAC_SIZE:
+            raise ProtocolError("batch_end is %d bytes, expected %d" % (n, 6 + MAC_SIZE))
+        frame_seq, count, more = struct.unpack("<HHB", data[1:6])
+        if more > 1:
+            raise ProtocolError("batch_end.more must be 0 or 1")
+        return ftype, (frame_seq, count, more, data[6:])
+    raise ProtocolError("unknown frame type %d" % ftype)
+
+
+def pack_data_frames(records, mtu, first_frame_seq=0):
+    """Notifications (each at most mtu - 3 bytes) carrying framed records, in order.
+
+    Records are packed whole into FRAME_RECORDS frames; a record that does not fit one frame on
+    its own (only with a small MTU) goes alone in PART ... PART_END frames.  frame_seq counts up
+    from first_frame_seq and wraps at 65536."""
+    mtu = _int_in("mtu", mtu, MIN_MTU, 517)
+    room = mtu - 3 - _FRAME_HEAD
+    seq = _int_in("first_frame_seq", first_frame_seq, 0, _U16)
+    frames = []
+    body = b""
+    for rec in records:
+        rec = _bytes_of("record", rec, _OVERHEAD, _OVERHEAD + _MAX_PAYLOAD)
+        if len(rec) != _OVERHEAD + rec[5]:
+            raise ProtocolError("record length %d disagrees with its len byte" % len(rec))
+        if len(body) + len(rec) <= room:
+            body += rec
+            continue
+        if body:
+            frames.append(struct.pack("<BH", FRAME_RECORDS, seq) + body)
+            seq = (seq + 1) & _U16
+            body = b""
+        if len(rec) <= room:
+            body = rec
+            continue
+        for pos in range(0, len(rec), room):
+            piece = rec[pos : pos + room]
+            ftype = FRAME_PART_END if pos + room >= len(rec) else FRAME_PART
+            frames.append(struct.pack("<BH", ftype, seq) + piece)
+            seq = (seq + 1) & _U16
+    if body:
+        frames.append(struct.pack("<BH", FRAME_RECORDS, seq) + body)
+    return frames
+
+
+def unpack_data_frames(frames, first_frame_seq=None):
+    """The framed records (bytes each) carried by consecutive data frames; ProtocolError when a
+    frame is missing, out of order, or a record is cut.  CRCs are checked by decode_record."""
+    records = []
+    expect = first_frame_seq
+    part = None
+    for frame in frames:
+        if not isinstance(frame, (bytes, bytearray, memoryview)) or len(frame) < _FRAME_HEAD + 1:
+            raise ProtocolError("a data frame is at least %d bytes" % (_FRAME_HEAD + 1))
+        frame = bytes(frame)
+        ftype = frame[0]
+        if ftype != FRAME_RECORDS and ftype != FRAME_PART and ftype != FRAME_PART_END:
+            raise ProtocolError("not a data frame: type %d" % ftype)
+        fseq = frame[1] | frame[2] << 8
+        body = frame[_FRAME_HEAD:]
+        if expect is not None and fseq != expect:
+            raise ProtocolError("frame %d where %d was expected" % (fseq, expect))
+        expect = (fseq + 1) & _U16
+        if ftype == FRAME_RECORDS:
+            if part is not None:
+                raise ProtocolError("record cut: whole records while a part was open")
+            pos = 0
+            while pos < len(body):
+                if len(body) - pos < _HEAD:
+                    raise ProtocolError("record header cut at frame end")
+                end = pos + _OVERHEAD + body[pos + 5]
+                if end > len(body):
+                    raise ProtocolError("record cut at frame end")
+                records.append(body[pos:end])
+                pos = end
+        else:
+            part = body if part is None else part + body
+            if ftype == FRAME_PART_END:
+                if len(part) < _HEAD or len(part) != _OVERHEAD + part[5]:
+                    raise ProtocolError("reassembled record has the wrong length")
+                records.append(part)
+                part = None
+    if part is not None:
+        raise ProtocolError("frames end inside a record")
+    return records

@@ -39,7 +39,7 @@ from companion import exposure
 from companion.settings import get_settings
 from companion.store.models import Device, Event, MinuteSummary, Record, Worker, utc_now
 
-BATCH_MAC_CONTEXT = b"posture/batch/v1\x00"
+BATCH_MAC_CONTEXT = protocol.BATCH_MAC_CONTEXT  # the construction is protocol.batch_mac; here with CPython's native hmac
 BATCH_MAC_SIZE = 32
 
 # Record types whose time puts them on a worker-day's exposure.
