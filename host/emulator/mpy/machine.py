@@ -232,6 +232,12 @@ class PWM:
             vboard.stats["motor_on_us"] += (now - self._since) * self._duty // 65535
         self._since = now
 
+    def _set(self, duty):
+        self._book()
+        self._duty = duty
+        if self._pin == vboard.state["spec"].get("pins", {}).get("motor"):
+            vboard.motor_changed(vclock.now_us(), duty)
+
     def init(self, freq=None, duty_u16=None):
         if freq is not None:
             self._freq = freq
@@ -248,8 +254,7 @@ class PWM:
             return self._duty
         if not 0 <= value <= 65535:
             raise ValueError("duty must be 0-65535")
-        self._book()
-        self._duty = value
+        self._set(value)
 
     def duty(self, value=None):
         if value is None:
@@ -257,8 +262,7 @@ class PWM:
         self.duty_u16(value * 65535 // 1023)
 
     def deinit(self):
-        self._book()
-        self._duty = 0
+        self._set(0)
 
 
 class ADC:

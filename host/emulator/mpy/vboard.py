@@ -5,6 +5,7 @@
 #
 # Runs on MicroPython (inside the firmware's process) and on CPython (tests).
 import json
+import math
 
 import vclock
 
@@ -45,6 +46,7 @@ def reset_all():
     _pin_irqs.clear()
     _adc_mv.clear()
     del _stalls[:]
+    del _motor[:]
     stats["motor_on_us"] = 0
     stats["resets"] = []
     stats["i2c_transactions"] = 0
@@ -165,6 +167,53 @@ def adc_mv(pin):
     return fn(vclock.now_us()) if fn else 0
 
 
+# ---- The vibration motor shaking the IMUs -----------------------------------------------------
+#
+# A coin ERM motor spins at ~170 Hz and shakes the enclosure, and the IMUs with it.  The
+# LSM6DS's own low-pass filter removes most of it, but what remains aliases into the samples:
+# modelled as ACC_G (g) and GYRO_DPS (deg/s) of a 170 Hz sine per unit duty, sampled at the
+# IMU's sample instants.  (An assumption of this emulator, not a measurement: enough to make
+# motor-induced disturbance visible to the firmware, as on real devices.)
+
+MOTOR_HZ = 170.0
+MOTOR_ACC_G = 0.08
+MOTOR_GYRO_DPS = 1.5
+_motor = []  # [t_us, duty_u16] changes, in time order
+
+
+def motor_changed(t_us, duty_u16):
+    _motor.append([t_us, duty_u16])
+
+
+def motor_duty_at(t_us):
+    """Motor PWM duty (0..1) at ``t_us``."""
+    # The IMU asks about recent instants: search from the newest change back.
+    i = len(_motor) - 1
+    while i >= 0 and _motor[i][0] > t_us:
+        i -= 1
+    return _motor[i][1] / 65535 if i >= 0 else 0
+
+
+class MotorShake:
+    """A stimulus source with the motor's vibration added while the motor runs."""
+
+    def __init__(self, source):
+        self.source = source
+        self.rate_hz = source.rate_hz
+        self.duration_s = source.duration_s
+
+    def sample_at(self, t_s, out):
+        more = self.source.sample_at(t_s, out)
+        if _motor:
+            duty = motor_duty_at(int(t_s * 1000000))
+            if duty:
+                w = math.sin(2 * math.pi * MOTOR_HZ * t_s) * duty
+                out[1] += MOTOR_ACC_G * w
+                out[2] += MOTOR_ACC_G * w
+                out[3] += MOTOR_GYRO_DPS * w
+        return more
+
+
 # ---- Other devices and CPU stalls ----------------------------------------------------------
 
 
@@ -239,7 +288,7 @@ def load(path):
     if spec.get("start_time_2000") is not None:
         vclock.set_rtc_s(spec["start_time_2000"])
     for s in spec.get("sensors", ()):
-        src = stimulus.StimulusSource(s["stimulus"])
+        src = MotorShake(stimulus.StimulusSource(s["stimulus"]))
         model = lsm6ds_model.LSM6DSModel(
             s.get("variant", "LSM6DSO"), src, seed=s.get("seed", 0), noise=s.get("noise", True)
         )
