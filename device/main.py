@@ -3,18 +3,23 @@
 # Reads the settings, builds the parts, and runs the asyncio tasks:
 #   sample     drain the IMU FIFOs every drain_ms, hand each batch to the processing
 #              stages, feed the watchdog only while this loop makes progress;
-#   housekeep  battery voltage and USB power every 10 minutes (a battery event when it changed).
+#   housekeep  battery voltage and USB power every 10 minutes (a battery event when it changed);
+#   radio      opens the BLE sync window when wanted (blesync.py serves the session).
 # The processing stages (fusion, posture, activity, alert, summary) are in pipeline.py; they
 # start once the upper IMU runs (its sensitivities and ODR are theirs).
 import asyncio
+import json
 import time
 
 import machine
 
+import alert
+import blesync
 import button
 import clock
 import config
 import eventlog
+import haptic
 import logstore
 import pipeline
 import protocol
@@ -46,6 +51,12 @@ class Device:
         self.wdt = wdt
         self.button = button.Button(cfg["button_pin"], cfg["long_press_ms"])
         self.pipeline = None
+        self.battery_pct = -1
+        self.sync_done = False
+        self.usb = machine.Pin(cfg["usb_sense_pin"], machine.Pin.IN)
+        self.sync = blesync.BleSync(
+            cfg["device_id"], blesync.load_key(), log, events, self, FW_VERSION, clock.unix_s, clock.set_unix_s
+        )
 
     def start_pipeline(self):
         running = [s.imu for s in self.imus.sensors if s.running()]
@@ -66,6 +77,57 @@ class Device:
             self.pipeline.calibrate(protocol.CAL_BUTTON, self.button.release_ms)
         elif action == protocol.BUTTON_SHORT:
             self.pipeline.snooze()
+
+    # ---- what a sync session asks of the device (blesync.BleSync) ----
+    def battery_percent(self):
+        return self.battery_pct
+
+    def config_crc(self):
+        return config.crc(self.cfg)
+
+    def apply_config(self, text):
+        """CONFIG_SET: (error, crc of the settings in force).  All or nothing: a document with
+        any bad key or value changes nothing."""
+        try:
+            overrides = json.loads(text)
+        except ValueError:
+            overrides = None
+        problems = []
+        if not isinstance(overrides, dict):
+            problems.append((config.BAD_JSON, 0))
+        else:
+            candidate = config.apply(dict(self.cfg), overrides, problems)
+        if problems:
+            code, key_idx = problems[0]
+            self.events.config_problem(code, key_idx, config.crc(self.cfg), protocol.CONFIG_FROM_BLE)
+            return protocol.ERR_CONFIG_INVALID, config.crc(self.cfg)
+        config.save(candidate)
+        self.cfg.update(candidate)
+        crc = config.crc(self.cfg)
+        self.events.write(protocol.CONFIG, clock.unix_s(), protocol.CONFIG_FROM_BLE, protocol.CONFIG_OK, crc, 0)
+        if self.pipeline is not None:
+            # Alert settings take effect now; pins, rates and filters at the next boot.
+            self.pipeline.alert.settings = alert.AlertSettings.from_config(self.cfg)
+        return protocol.OK, crc
+
+    def calibrate(self):
+        if self.pipeline is not None:
+            self.pipeline.calibrate(protocol.CAL_COMMAND)
+
+    def buzz_test(self):
+        if self.pipeline is not None:
+            self.pipeline.haptic.play(haptic.PATTERNS[0])
+
+    def reboot(self):
+        if self.pipeline is not None:
+            self.pipeline.shutdown()
+        machine.reset()
+
+    def session_done(self):
+        self.sync_done = True
+
+    def radio_wanted(self):
+        return self.usb.value() == 1 and not self.sync_done
 
 
 async def sample_task(dev):
@@ -93,12 +155,14 @@ async def sample_task(dev):
         await asyncio.sleep_ms(delay)
 
 
-async def housekeep_task(cfg, events):
+async def housekeep_task(dev):
+    cfg, events = dev.cfg, dev.events
     battery = machine.ADC(machine.Pin(cfg["battery_adc_pin"]), atten=machine.ADC.ATTN_11DB)
     usb = machine.Pin(cfg["usb_sense_pin"], machine.Pin.IN)
     while True:
         mv = int(battery.read_uv() * cfg["battery_divider"] / 1000)
         events.battery(mv, usb.value())
+        dev.battery_pct = eventlog.battery_percent(mv)
         await asyncio.sleep_ms(600000)
 
 
@@ -118,8 +182,23 @@ def main():
     asyncio.run(run(dev))
 
 
+async def radio_task(dev):
+    """Open the sync window while the device wants it (USB power), close it after."""
+    asyncio.create_task(dev.sync.run())
+    while True:
+        wanted = dev.radio_wanted()
+        if wanted and not dev.sync.is_open:
+            dev.sync.open()
+        elif not wanted and dev.sync.is_open:
+            dev.sync.close()
+        if not dev.usb.value():
+            dev.sync_done = False  # the next time on the charger syncs again
+        await asyncio.sleep_ms(1000)
+
+
 async def run(dev):
-    asyncio.create_task(housekeep_task(dev.cfg, dev.events))
+    asyncio.create_task(housekeep_task(dev))
+    asyncio.create_task(radio_task(dev))
     await sample_task(dev)
 
 
