@@ -8,7 +8,9 @@
 # The radio is off unless a sync window is open (power.py decides; main.py calls open() and
 # close()).  BLE IRQs run as scheduled callbacks on MicroPython: they only queue the event
 # (and copy a control write out of its buffer before the next write overwrites it); the run()
-# task handles the queue.
+# task handles the queue every _POLL_MS while the radio is on.  (Polling rather than a
+# ThreadSafeFlag: the radio is on only in short windows, when a few wake-ups more cost
+# nothing, and the sample task's timers stay the only thing the board waits for otherwise.)
 #
 # The nonce in `info` is the one the next HELLO must answer.  It is made fresh when the
 # window opens and after every HELLO attempt and disconnect, never at connect: the stack
@@ -18,6 +20,7 @@ import asyncio
 import binascii
 import os
 import struct
+import sys
 
 import bluetooth
 from micropython import const
@@ -37,6 +40,8 @@ _NOTIFY_RETRIES = const(100)
 _RETRY_MS = const(10)
 _FETCH_WINDOW_MAX = const(64)  # frames per batch at most, whatever the host asks
 _REBOOT_DELAY_MS = const(300)  # lets the REBOOT result reach the host first
+_POLL_MS = const(10)  # event latency while the radio is on
+_IDLE_MS = const(1000)  # radio off: nothing can arrive
 
 _SERVICE = bluetooth.UUID(protocol.SERVICE_UUID)
 _INFO = (bluetooth.UUID(protocol.INFO_UUID), bluetooth.FLAG_READ)
@@ -88,7 +93,6 @@ class BleSync:
         self.ble = bluetooth.BLE()  # the singleton; the radio stays off until open()
         self.is_open = False
         self._queue = []
-        self._flag = asyncio.ThreadSafeFlag()
         self._h_info = self._h_control = self._h_data = 0
         self._nonce = b""
         self._reset_session(None)
@@ -184,17 +188,19 @@ class BleSync:
             self._queue.append((event, data[0], None))
         elif event == _IRQ_MTU_EXCHANGED:
             self._queue.append((event, data[0], data[1]))
-        else:
-            return
-        self._flag.set()
 
     async def run(self):
         """Handle radio events for ever (the window being open or not)."""
         while True:
-            await self._flag.wait()
+            await asyncio.sleep_ms(_POLL_MS if self.is_open else _IDLE_MS)
             while self._queue:
                 event, conn, value = self._queue.pop(0)
-                self._event(event, conn, value)
+                try:
+                    self._event(event, conn, value)
+                except Exception as e:  # noqa: BLE001 - the radio must outlive any one bad event
+                    sys.print_exception(e)
+                    if event == _IRQ_GATTS_WRITE and value:
+                        self._result(value[0], protocol.ERR_INTERNAL)
 
     def _event(self, event, conn, value):
         if event == _IRQ_CENTRAL_CONNECT:
