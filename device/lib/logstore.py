@@ -123,6 +123,29 @@ class LogStore:
                 if r.seq >= from_seq:
                     yield r
 
+    def first_seq(self):
+        """The oldest stored seq (next_seq when nothing is stored)."""
+        for r in self.records(0):
+            return r.seq
+        return self.next_seq
+
+    def last_seq(self):
+        """The newest seq written (0 before the first record)."""
+        return self.next_seq - 1
+
+    def framed(self, from_seq, max_bytes):
+        """Stored records with seq >= from_seq as framed bytes, oldest first, at most max_bytes
+        in all (for a sync batch)."""
+        out = []
+        total = 0
+        for r in self.records(from_seq):
+            frame = protocol.encode_record(r.seq, r.rtype, r.payload)
+            if total + len(frame) > max_bytes:
+                break
+            out.append(frame)
+            total += len(frame)
+        return out
+
     def ack(self, seq):
         """The host stored everything up to ``seq``: delete the segments it covers."""
         if seq <= self.acked:

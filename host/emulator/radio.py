@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from bumble import gatt
@@ -129,6 +130,12 @@ class Radio:
         self.board_connected = asyncio.Event()
         self.advertising = False
         self.advertising_data = b""
+        # Fault injection: called with (connection handle, data) before each notification;
+        # True drops the link instead (the notification and everything after it are lost),
+        # as when the wearer walks out of range mid-transfer.
+        self.drop_link_before: Callable[[int, bytes], bool] | None = None
+        self._dropping: set[int] = set()
+        self.links_dropped = 0
         self.device.on(self.device.EVENT_CONNECTION, self._on_connection)
 
     # ---- life cycle ---------------------------------------------------------------------------
@@ -306,6 +313,13 @@ class Radio:
         if connection is None or char is None:
             return
         data = data[: connection.att_mtu - 3]  # NimBLE truncates to the MTU too
+        if conn_handle in self._dropping:
+            return
+        if self.drop_link_before is not None and self.drop_link_before(conn_handle, data):
+            self._dropping.add(conn_handle)
+            self.links_dropped += 1
+            self._spawn(connection.disconnect())
+            return
         if op == OP_NOTIFY:
             await self.device.notify_subscriber(connection, char, data, force=True)
         else:
@@ -357,6 +371,7 @@ class Radio:
 
         def on_disconnection(_reason: int) -> None:
             self._connections.pop(connection.handle, None)
+            self._dropping.discard(connection.handle)
             self._irq(IRQ_CENTRAL_DISCONNECT, struct.pack("<HB", connection.handle, addr_type) + addr)
 
         connection.on(connection.EVENT_CONNECTION_ATT_MTU_UPDATE, on_mtu)
