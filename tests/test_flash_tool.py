@@ -43,6 +43,29 @@ def run_tool(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.fixture(autouse=True)
+def companion_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """provision registers with the local companion by default: keep it in the test's folder."""
+    home = tmp_path / "companion-data"
+    monkeypatch.setenv("POSTURE_DATA_DIR", str(home))
+    monkeypatch.delenv("POSTURE_DATABASE_URL", raising=False)
+    return home
+
+
+def registered_key(db: Path, device_id: str) -> bytes | None:
+    """The key the companion's database holds for ``device_id``."""
+    from sqlalchemy import select
+
+    from companion.store import Device, open_store, session_scope
+
+    engine = open_store(f"sqlite:///{db}")
+    try:
+        with session_scope(engine) as session:
+            return session.scalar(select(Device.key).where(Device.device_id == device_id))
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture
 def board(tmp_path: Path) -> Iterator[VirtualBoard]:
     with VirtualBoard(tmp_path / "board") as vb:
@@ -95,22 +118,54 @@ def test_build_deploy_provision_verify_round_trip(board: VirtualBoard, tmp_path:
     assert again.returncode == 0, again.stderr
     assert f"0 to copy, 0 to remove, {n_files} unchanged" in again.stdout
 
+    companion_db = tmp_path / "companion.db"
     prov = run_tool(
-        "provision", "--port", board.port, "--device-id", "W017", "--set", "motor_pin=26", "--keys", str(keys)
+        "provision", "--port", board.port, "--device-id", "W017", "--set", "motor_pin=26", "--keys", str(keys),
+        "--db", str(companion_db),
     )
     assert prov.returncode == 0, prov.stderr
     key = (board.flash_dir / "key.bin").read_bytes()
     assert len(key) == 32
     assert key.hex() not in prov.stdout  # never printed unless asked
-    assert "comes with the companion" in prov.stdout
+    assert "companion database: device W017 registered" in prov.stdout
+    assert registered_key(companion_db, "W017") == key
     assert json.loads(keys.read_text())["devices"]["W017"]["key"] == key.hex()
     assert json.loads((board.flash_dir / "config.json").read_text()) == {"device_id": "W017", "motor_pin": 26}
 
     ver = run_tool("verify", "--port", board.port, "--build-dir", build_dir)
     assert ver.returncode == 0, ver.stdout + ver.stderr
-    for check in ("hashes", "config", "key", "imu 0x6a", "motor", "log"):
+    for check in ("hashes", "config", "key", "imu 0x6a", "motor", "log", "ble"):
         assert check in ver.stdout
-    assert "LSM6DSO" in ver.stdout and "not built yet" in ver.stdout and "PASS" in ver.stdout
+    assert "LSM6DSO" in ver.stdout and "radio on" in ver.stdout and "PASS" in ver.stdout
+
+
+def test_provision_registers_the_key_with_the_local_companion_by_default(
+    board: VirtualBoard, tmp_path: Path, companion_home: Path
+) -> None:
+    keys = str(tmp_path / "keys.json")
+    first = run_tool("provision", "--port", board.port, "--device-id", "W5", "--keys", keys)
+    assert first.returncode == 0, first.stderr
+    key = (board.flash_dir / "key.bin").read_bytes()
+    assert registered_key(companion_home / "posture.db", "W5") == key
+    # A new key replaces the registered one: the old key stops working everywhere at once.
+    again = run_tool("provision", "--port", board.port, "--device-id", "W5", "--keys", keys, "--new-key")
+    assert again.returncode == 0, again.stderr
+    assert "key updated" in again.stdout
+    new_key = (board.flash_dir / "key.bin").read_bytes()
+    assert new_key != key and registered_key(companion_home / "posture.db", "W5") == new_key
+
+
+def test_provision_to_an_unreachable_server_says_so_and_keeps_the_board_consistent(
+    board: VirtualBoard, tmp_path: Path
+) -> None:
+    bad = run_tool(
+        "provision", "--port", board.port, "--device-id", "W6", "--keys", str(tmp_path / "k.json"),
+        "--server", "http://127.0.0.1:9", "--token", "t",
+    )
+    assert bad.returncode == 2
+    assert "cannot reach the companion at http://127.0.0.1:9" in bad.stdout + bad.stderr
+    # The key is on the board; provisioning again (server up) registers that same key.
+    assert len((board.flash_dir / "key.bin").read_bytes()) == 32
 
 
 def test_a_changed_file_is_the_only_file_copied(board: VirtualBoard, tmp_path: Path) -> None:

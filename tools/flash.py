@@ -692,8 +692,9 @@ def merge_config(existing: dict[str, Any], updates: dict[str, Any]) -> dict[str,
 
 
 class KeyRegistrar(Protocol):
-    """Somewhere a device's sync key is registered.  Today: a local keyring file; the
-    companion's registration (server URL and token, or its database) plugs in here."""
+    """Somewhere a device's sync key is registered: the local keyring file, and the companion
+    (its database directly, or its server over HTTP), which refuses batches from devices it has
+    no key for."""
 
     def register(self, device_id: str, key: bytes) -> str:
         """Store the key; returns a sentence saying where it went."""
@@ -735,6 +736,90 @@ class LocalKeyring:
             json.dump(data, f, indent=1)
         os.replace(tmp, self.path)
         return f"key stored in the local keyring {self.path}"
+
+
+class CompanionDatabase:
+    """Registers the device and its key in the companion's database (SQLite file or URL)."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+
+    def register(self, device_id: str, key: bytes) -> str:
+        try:
+            from sqlalchemy import select
+
+            from companion.settings import Settings
+            from companion.store import Device, open_store, session_scope
+        except ImportError as e:  # tools/flash.py also runs without the companion installed
+            raise UsageError(
+                f"the companion is not installed here ({e}): pip install -e . or use --server URL --token T"
+            ) from None
+        url = self.url or Settings().resolved_database_url()
+        if "://" not in url:
+            url = f"sqlite:///{Path(url).resolve()}"
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = open_store(url)
+        try:
+            with session_scope(engine) as session:
+                device = session.scalar(select(Device).where(Device.device_id == device_id))
+                if device is None:
+                    session.add(Device(device_id=device_id, key=key))
+                    verb = "registered"
+                else:
+                    device.key = key
+                    device.revoked_at = None
+                    verb = "key updated"
+        finally:
+            engine.dispose()
+        return f"companion database: device {device_id} {verb} ({_safe_url(url)})"
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
+class CompanionServer:
+    """Registers the device and its key with a companion server (an admin's token)."""
+
+    def __init__(self, url: str, token: str, timeout_s: float = 15.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout_s = timeout_s
+
+    def _call(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, str]:
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(
+            self.url + path,
+            data=json.dumps(body).encode(),
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
+        except OSError as e:
+            raise UsageError(f"cannot reach the companion at {self.url}: {e}") from None
+
+    def register(self, device_id: str, key: bytes) -> str:
+        status, text = self._call("POST", "/api/devices", {"device_id": device_id, "key_hex": key.hex()})
+        verb = "registered"
+        if status == 409:
+            status, text = self._call("PUT", f"/api/devices/{device_id}/key", {"key_hex": key.hex()})
+            verb = "key updated"
+        if status in (401, 403):
+            raise UsageError(f"the companion at {self.url} refused the token ({status}): use an admin's token")
+        if status >= 400:
+            raise UsageError(f"the companion at {self.url} answered {status}: {text[:200]}")
+        return f"companion {self.url}: device {device_id} {verb}"
 
 
 @dataclass
@@ -842,10 +927,18 @@ try:
 except Exception as e:
     _say('log', 'fail', repr(e))
 try:
-    import blesync
-    _say('ble', 'pass', 'blesync present')
-except ImportError:
-    _say('ble', 'skip', 'not built yet')
+    import bluetooth, blesync
+    ble = bluetooth.BLE()
+    was_on = ble.active()
+    ble.active(True)
+    mac = ble.config('mac')[1]
+    if not was_on:
+        ble.active(False)
+    _say('ble', 'pass', 'radio on, address %s' % ':'.join(['%02X' % b for b in mac]))
+except ImportError as e:
+    _say('ble', 'fail', 'firmware incomplete: %r' % (e,))
+except Exception as e:
+    _say('ble', 'fail', 'the radio did not start: %r' % (e,))
 """
 
 
@@ -977,6 +1070,14 @@ def add_subcommands(sub: Any) -> None:
         "--new-key", action="store_true", help="replace the board's key (the old one stops working)"
     )
     p.add_argument("--show-key", action="store_true", help="print the key (hex)")
+    p.add_argument("--server", help="register with this companion server (URL), with --token")
+    p.add_argument("--token", help="an admin's API token for --server")
+    p.add_argument(
+        "--db",
+        help="register in this companion database (SQLite file or SQLAlchemy URL; "
+        "default: the local companion's, POSTURE_DATABASE_URL or its data folder)",
+    )
+    p.add_argument("--no-companion", action="store_true", help="keyring only: do not register with the companion")
     p.set_defaults(flash_func=cmd_provision)
 
     p = sub.add_parser("verify", help="check versions and hashes, run the board's self-test")
@@ -1043,15 +1144,21 @@ def cmd_provision(args: argparse.Namespace) -> int:
         raise UsageError("--device-id must be 1 to 32 characters")
     settings = parse_settings(args.set)
     keyring = LocalKeyring(args.keys or default_keyring_path())
+    registrars: list[KeyRegistrar] = [keyring]
+    if args.server:
+        if not args.token:
+            raise UsageError("--server needs --token (an admin's API token)")
+        registrars.append(CompanionServer(args.server, args.token))
+    elif not args.no_companion:
+        registrars.append(CompanionDatabase(args.db))
     with _open_board(args) as board:
-        result = provision(board, args.device_id, settings, [keyring], new_key=args.new_key)
+        result = provision(board, args.device_id, settings, registrars, new_key=args.new_key)
     out.print(f"device {result.device_id}: /{CONFIG_PATH} written ({len(result.config)} settings)")
     out.print(
         f"sync key: {'new key written to' if result.new_key else 'kept the key already in'} /{KEY_PATH}"
     )
     for line in result.registered:
         out.print(line)
-    out.print("registration with the companion: not available yet (it comes with the companion)")
     if args.show_key:
         out.print(f"key {result.key.hex()}")
     return EXIT_OK

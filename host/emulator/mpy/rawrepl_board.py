@@ -23,6 +23,7 @@ import select  # noqa: F401
 import sys
 import time  # noqa: F401
 
+import bluetooth  # noqa: F401  (the board's radio, as launch.py has it)
 import lsm6ds_model  # noqa: F401
 import machine
 import stimulus  # noqa: F401
