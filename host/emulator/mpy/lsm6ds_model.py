@@ -26,10 +26,21 @@
 #
 # Not modelled: interrupts/embedded functions, filters, self-test, sensor hub, FIFO
 # compression, timestamp/temperature batching, register banks (FUNC_CFG_ACCESS).
+import array
 import math
+import os
 import struct
+import sys
 
 import vclock
+
+try:
+    from micropython import const
+except ImportError:  # CPython without emulator.cpython.install()
+
+    def const(value):
+        return value
+
 
 FAMILY_DS3 = 0  # LSM6DS3, LSM6DS3TR-C: 16-bit FIFO words in a fixed pattern
 FAMILY_DSO = 1  # LSM6DSO, LSM6DSOX, ISM330DHCX: 7-byte tagged FIFO words
@@ -107,6 +118,14 @@ _NOISE_SHIFT = 22  # ... indexed by the top 9 bits of a 31-bit LCG
 _DRIFT_TAU_S = 600.0  # bias drift: Ornstein-Uhlenbeck time constant ...
 _DRIFT_STD_ACCEL_G = 0.0005  # ... and stationary standard deviations
 _DRIFT_STD_GYRO_DPS = 0.1
+_DRIFT_A = math.exp(-1.0 / _DRIFT_TAU_S)  # per-step decay ...
+_DRIFT_Q = math.sqrt(1 - _DRIFT_A * _DRIFT_A)  # ... and innovation scale, per axis:
+_DRIFT_ROWS = 256  # unit-normal 6-vectors for the drift's innovations ...
+_DRIFT_SHIFT = 23  # ... indexed by the top 8 bits of the device's 31-bit LCG
+_DRIFT_Q_SD_NANO = tuple(
+    int(round(_DRIFT_Q * (_DRIFT_STD_ACCEL_G if c < 3 else _DRIFT_STD_GYRO_DPS) * 1e9)) for c in range(6)
+)
+_DRIFT_A_Q30 = int(round(_DRIFT_A * (1 << 30)))
 
 _MODE_OFF = 0
 _MODE_FIFO = 1
@@ -123,6 +142,329 @@ def _ds3_mode(bits):
     return _MODE_OFF
 
 
+# ---- batch generation from stimulus rows --------------------------------------------------
+#
+# The samples of a stimulus file are made in batches by one integer kernel: for every tick it
+# finds the two stimulus rows around the tick's instant (exact rational arithmetic, no float),
+# decodes their float32 values straight into 1/65536 LSB, interpolates, adds offset and table
+# noise, rounds, saturates and stores the sample in the FIFO ring.  The same source text is
+# compiled by @micropython.viper on MicroPython (machine code: about 0.3 us a sample instead of
+# about 15 us for the per-sample Python path) and run as plain Python on CPython, so both
+# interpreters produce the same bytes.  The kernel relies on 64-bit integers (the unix port's
+# machine word; CPython's are unbounded), and every intermediate stays below 2**62.
+#
+# ctx = [par, ring, noise table (array "i", 6 per row), stimulus chunk (float32 rows), aux]
+# par (a list of ints, read and written back): see _P_* below; aux (bytearray): the DSO tag
+# bytes of gyro [0:4] and accel [4:8] words, then the DS3 FIFO plan as (gyro, accel) pairs.
+# io (array "i", 12): [0:6] per-axis offsets, [6:12] the current outputs ax..gz (in/out).
+_P_N = const(0)  # ticks in this batch
+_P_K = const(1)  # index of the first tick
+_P_RB = const(2)  # k * 1e9 = q * rate + rb: tick k + j lies at t0 + q + (rb + j * 1e9) // rate us
+_P_RATE = const(3)  # the model's base rate, mHz
+_P_P = const(4)  # stimulus rows per us = P / Q, exactly (the file's float32 rate as a fraction)
+_P_Q = const(5)
+_P_SB = const(6)  # row position of the batch's base instant: IB + SB / Q
+_P_IB = const(7)
+_P_ROW0 = const(8)  # stimulus row held first in the chunk
+_P_LAST = const(9)  # index of the file's last row (held after the end)
+_P_SMX = const(10)  # accel scale to 1/65536 LSB: SMX * 2**-SSX per g
+_P_SSX = const(11)
+_P_SMG = const(12)  # gyro scale: SMG * 2**-SSG per dps
+_P_SSG = const(13)
+_P_LCG = const(14)
+_P_XDIV = const(15)
+_P_GDIV = const(16)
+_P_FMODE = const(17)
+_P_DSO = const(18)
+_P_DEPTH = const(19)
+_P_CAP = const(20)
+_P_HEAD = const(21)
+_P_COUNT = const(22)
+_P_OVR = const(23)
+_P_BXD = const(24)
+_P_BGD = const(25)
+_P_TAG = const(26)
+_P_FDIV = const(27)
+_P_NPLAN = const(28)
+_P_EV = const(29)
+_P_PATLEN = const(30)
+_P_PAT = const(31)
+_P_PER_S = const(32)  # ticks per drift step (not used by the kernel)
+_P_SIZE = const(33)
+
+_KERNEL = """
+def _gen_rows(ctx, io_buf) -> int:
+    par = ctx[0]
+    ring = ptr8(ctx[1])
+    tbl = ptr32(ctx[2])
+    src = ptr32(ctx[3])
+    aux = ptr8(ctx[4])
+    io = ptr32(io_buf)
+    n = int(par[0])
+    k = int(par[1])
+    rb = int(par[2])
+    rate = int(par[3])
+    pp = int(par[4])
+    qq = int(par[5])
+    sb = int(par[6])
+    ib = int(par[7])
+    row0 = int(par[8])
+    last = int(par[9])
+    smx = int(par[10])
+    ssx = int(par[11])
+    smg = int(par[12])
+    ssg = int(par[13])
+    lcg = int(par[14])
+    xdiv = int(par[15])
+    gdiv = int(par[16])
+    fmode = int(par[17])
+    dso = int(par[18])
+    depth = int(par[19])
+    cap = int(par[20])
+    head = int(par[21])
+    count = int(par[22])
+    ovr = int(par[23])
+    bxd = int(par[24])
+    bgd = int(par[25])
+    tag = int(par[26])
+    fdiv = int(par[27])
+    nplan = int(par[28])
+    ev = int(par[29])
+    pat_len = int(par[30])
+    pat = int(par[31])
+    # Beyond any full scale (2**21 LSB): saturates, and (b - a) * fr stays below 2**62.
+    big = 1 << 37
+    flags = 0
+    j = 0
+    while j < n:
+        kk = k + j
+        # The tick's instant and the stimulus position there, in exact integers.
+        d = (rb + j * 1000000000) // rate
+        num = sb + d * pp
+        row = ib + num // qq
+        fr = (num % qq) * 16777216 // qq  # 24 fraction bits
+        if row >= last:
+            row = last
+            fr = 0
+        ia = (row - row0) * 6
+        lcg = (lcg * 1103515245 + 12345) & 0x7FFFFFFF
+        ni = (lcg >> 22) * 6
+        xdue = 0
+        if xdiv != 0:
+            if kk % xdiv == 0:
+                xdue = 1
+                flags |= 1
+        gdue = 0
+        if gdiv != 0:
+            if kk % gdiv == 0:
+                gdue = 1
+                flags |= 2
+        c = 0
+        while c < 6:
+            due = gdue
+            sm = smg
+            ss = ssg
+            if c < 3:
+                due = xdue
+                sm = smx
+                ss = ssx
+            if due != 0:
+                # float32 bits -> value * scale, truncated towards zero (as int() would)
+                w = src[ia + c]
+                e = (w >> 23) & 0xFF
+                a = 0
+                if e != 0:
+                    sh = ss + 150 - e
+                    if sh <= 0:
+                        a = big
+                    elif sh < 63:
+                        a = (((w & 0x7FFFFF) | 0x800000) * sm) >> sh
+                        if a > big:
+                            a = big
+                    if w & 0x80000000:
+                        a = 0 - a
+                if fr != 0:
+                    w = src[ia + 6 + c]
+                    e = (w >> 23) & 0xFF
+                    b = 0
+                    if e != 0:
+                        sh = ss + 150 - e
+                        if sh <= 0:
+                            b = big
+                        elif sh < 63:
+                            b = (((w & 0x7FFFFF) | 0x800000) * sm) >> sh
+                            if b > big:
+                                b = big
+                        if w & 0x80000000:
+                            b = 0 - b
+                    a = a + (((b - a) * fr) >> 24)
+                o = io[c]
+                o = (o ^ 0x80000000) - 0x80000000
+                z = tbl[ni + c]
+                z = (z ^ 0x80000000) - 0x80000000
+                x = (a + o + z) >> 16
+                if x > 32767:
+                    x = 32767
+                elif x < -32768:
+                    x = -32768
+                io[6 + c] = x
+            c += 1
+        if fmode != 0:
+            if dso != 0:
+                g_in = 0
+                if bgd != 0:
+                    if kk % bgd == 0:
+                        g_in = 1
+                x_in = 0
+                if bxd != 0:
+                    if kk % bxd == 0:
+                        x_in = 1
+                need = g_in + x_in
+                if need != 0:
+                    if count + need > cap:
+                        if fmode == 2:
+                            drop = count + need - cap
+                            head = (head + drop) % depth
+                            count -= drop
+                        else:
+                            need = 0
+                            fmode = 0
+                        ovr = 1
+                    if need != 0:
+                        if g_in != 0:
+                            w = head + count
+                            if w >= depth:
+                                w -= depth
+                            o = w * 7
+                            ring[o] = aux[tag]
+                            c = 0
+                            while c < 3:
+                                x = io[9 + c]
+                                ring[o + 1 + 2 * c] = x & 0xFF
+                                ring[o + 2 + 2 * c] = (x >> 8) & 0xFF
+                                c += 1
+                            count += 1
+                        if x_in != 0:
+                            w = head + count
+                            if w >= depth:
+                                w -= depth
+                            o = w * 7
+                            ring[o] = aux[4 + tag]
+                            c = 0
+                            while c < 3:
+                                x = io[6 + c]
+                                ring[o + 1 + 2 * c] = x & 0xFF
+                                ring[o + 2 + 2 * c] = (x >> 8) & 0xFF
+                                c += 1
+                            count += 1
+                        tag = (tag + 1) & 3
+            elif kk % fdiv == 0:
+                g_in = aux[8 + 2 * ev]
+                x_in = aux[9 + 2 * ev]
+                ev += 1
+                if ev == nplan:
+                    ev = 0
+                need = 3 * (g_in + x_in)
+                if count + need > cap:
+                    if fmode == 2:
+                        drop = count + need - cap
+                        head = (head + drop) % depth
+                        count -= drop
+                        pat = (pat + drop) % pat_len
+                    else:
+                        need = 0
+                        fmode = 0
+                    ovr = 1
+                if need != 0:
+                    w = head + count
+                    if w >= depth:
+                        w -= depth
+                    c = 0
+                    while c < 6:
+                        # gyro x, y, z (outputs 3..5) before accel x, y, z (0..2)
+                        sel = c + 3
+                        inn = g_in
+                        if c >= 3:
+                            sel = c - 3
+                            inn = x_in
+                        if inn != 0:
+                            x = io[6 + sel]
+                            o = w * 2
+                            ring[o] = x & 0xFF
+                            ring[o + 1] = (x >> 8) & 0xFF
+                            w += 1
+                            if w == depth:
+                                w = 0
+                        c += 1
+                    count += need
+        j += 1
+    par[14] = lcg
+    par[17] = fmode
+    par[21] = head
+    par[22] = count
+    par[23] = ovr
+    par[26] = tag
+    par[29] = ev
+    par[31] = pat
+    return flags
+
+
+def _copy_ring(dst, dpos: int, ring, spec: int):
+    # spec = ring offset << 32 | byte count: bytes out of the ring (wrapping) into dst[dpos:]
+    d = ptr8(dst)
+    r = ptr8(ring)
+    end = int(len(ring))
+    o = spec >> 32
+    stop = dpos + (spec & 0xFFFFFFFF)
+    while dpos < stop:
+        d[dpos] = r[o]
+        o += 1
+        if o == end:
+            o = 0
+        dpos += 1
+"""
+
+_ON_MICROPYTHON = sys.implementation.name == "micropython"
+# The native emitter exists when the port's .mpy ABI says so (as device/lib/lsm6ds.py checks).
+_VIPER = _ON_MICROPYTHON and (getattr(sys.implementation, "_mpy", 0) >> 10) > 0
+
+
+class _Ptr32:
+    # viper's ptr32 on CPython: unsigned loads, stores truncated to 32 bits
+    def __init__(self, buf):
+        self._u = memoryview(buf).cast("B").cast("I")
+
+    def __getitem__(self, i):
+        return self._u[i]
+
+    def __setitem__(self, i, value):
+        self._u[i] = value & 0xFFFFFFFF
+
+
+def _compile_kernels():
+    if _VIPER:
+        scope = {}
+        exec("import micropython\n" + _KERNEL.replace("\ndef ", "\n@micropython.viper\ndef "), scope)
+    else:
+        scope = {"ptr8": lambda b: b, "ptr32": _Ptr32}
+        exec(_KERNEL, scope)
+    return scope["_gen_rows"], scope["_copy_ring"]
+
+
+_gen_rows, _copy_ring = _compile_kernels()
+# How many ticks one kernel call makes at most (bounds the row span it needs from the file).
+_BATCH_TICKS = 512
+# POSTURE_EMU_PATH=reference makes every sample on the per-sample Python path (the baseline of
+# `python -m bench emulator`); the kernel is the default.
+_REFERENCE_ONLY = os.getenv("POSTURE_EMU_PATH") == "reference"
+
+
+def _scale_parts(scale):
+    # scale ~= m * 2**-s with m < 2**38, so that a 24-bit mantissa times m fits in 62 bits
+    f, e = math.frexp(scale)
+    return int(f * (1 << 38)), 38 - e
+
+
 class _Rng:
     """31-bit LCG with Box-Muller normals: cheap, seeded, the same on both interpreters."""
 
@@ -135,6 +477,20 @@ class _Rng:
 
     def normal(self):
         return math.sqrt(-2.0 * math.log(self.uniform())) * math.cos(6.283185307179586 * self.uniform())
+
+
+def _unit_normals(rng, rows):
+    # rows x 6 normals from rng in 1/65536 (array "i"), normalised per axis to zero mean and
+    # unit variance (so a table draw has the statistics of a true normal draw).
+    z = [rng.normal() for _ in range(6 * rows)]
+    tbl = array.array("i", [0] * (6 * rows))
+    for c in range(6):
+        m = sum(z[i] for i in range(c, 6 * rows, 6)) / rows
+        v = sum((z[i] - m) ** 2 for i in range(c, 6 * rows, 6)) / rows
+        sd = math.sqrt(v) if v > 0 else 1.0
+        for i in range(c, 6 * rows, 6):
+            tbl[i] = int(round((z[i] - m) / sd * 65536))
+    return tbl
 
 
 class LSM6DSModel:
@@ -177,13 +533,15 @@ class LSM6DSModel:
         self._lcg = self._noise_seed
         # Per-device constant bias: a few mg, 0.5-2 dps per axis, random signs.
         self._bias = [0.0] * 6
-        self._drift = [0.0] * 6
+        # Bias drift in integer nano-g / nano-dps: the once-a-second step allocates nothing.
+        self._drift_nano = [0] * 6
         if self.noise:
             r = self._rng
             for c in range(6):
                 lo, hi = (0.001, 0.008) if c < 3 else (0.5, 2.0)
                 mag = lo + (hi - lo) * r.uniform()
                 self._bias[c] = mag if r.uniform() < 0.5 else -mag
+        self._drift_tbl = _unit_normals(_Rng(seed + 2), _DRIFT_ROWS)
         self._temperature_c = 30.0
         self._v = [0.0] * 6
         self._regs = bytearray(128)
@@ -191,6 +549,20 @@ class LSM6DSModel:
         self.skipped = 0  # ticks skipped during long gaps (only the newest ones can matter)
         self._noise_key = None
         self._noise_tbl = None
+        self._noise_flat = None  # the same table as array("i"), row-major, for the kernel
+        # Batch generation state: the kernel's parameters, its offset/output scratch, and the
+        # stimulus-row source behind self.source (resolved when self.source changes).
+        self._par = [0] * _P_SIZE
+        self._io = array.array("i", [0] * 12)
+        self._aux = bytearray(8 + 2 * 32)
+        for c in range(4):
+            self._aux[c] = _TAG_BYTES_G[c]
+            self._aux[4 + c] = _TAG_BYTES_XL[c]
+        self._ctx = [self._par, self._ring, None, None, self._aux]
+        self._par_ok = False
+        self._rows_for = None  # the source self._rows_src was resolved for
+        self._rows_src = None
+        self._rows_wrapper = None
         self._rate_mhz = 0
         self._next_us = -1
         self._power_on()
@@ -233,7 +605,7 @@ class LSM6DSModel:
 
     def bias(self):
         """((ax, ay, az) g, (gx, gy, gz) dps): the bias now, drift included."""
-        b = [self._bias[c] + self._drift[c] for c in range(6)]
+        b = [self._bias[c] + self._drift_nano[c] * 1e-9 for c in range(6)]
         return (tuple(b[0:3]), tuple(b[3:6]))
 
     @property
@@ -255,14 +627,17 @@ class LSM6DSModel:
     def i2c_read_into(self, reg, buf):
         """Register-addressed read into ``buf``; allocates nothing when no new sample is due."""
         self._catch_up()
-        self._refresh_fifo_status()
+        fb = self._fifo_out
+        fl = self._fifo_out_last
+        a = reg & 0x7F
+        if a < fb or a > fl:
+            # A read that starts at the FIFO output stays there (roll-over): only others can
+            # reach the FIFO status registers.
+            self._refresh_fifo_status()
         regs = self._regs
         n = len(buf)
         inc = regs[CTRL3_C] & IF_INC
-        fb = self._fifo_out
-        fl = self._fifo_out_last
         ws = self._word_bytes
-        a = reg & 0x7F
         i = 0
         while i < n:
             if a == fb and inc and n - i >= ws:
@@ -275,7 +650,7 @@ class LSM6DSModel:
                 buf[i] = self._read_fifo_byte(a - fb)
             else:
                 buf[i] = regs[a]
-                if 0x1E <= a <= 0x3B:
+                if 0x1E <= a <= 0x2D or a == FIFO_STATUS2:  # reads with side effects
                     self._after_read(a)
             i += 1
             if inc:
@@ -381,6 +756,8 @@ class LSM6DSModel:
         # raw * 65536 per unit: the per-sample path works in 1/65536 LSB, integers.
         self._sx = 65536e6 / ug
         self._sg = 65536e6 / udps
+        self._smx = _scale_parts(self._sx)
+        self._smg = _scale_parts(self._sg)
         self._xl_code = xl_code
         self._g_code = g_code
         xo = _OCTAVE[xl_code] if xl_code else -99
@@ -416,6 +793,7 @@ class LSM6DSModel:
         if sig_x == 0 and sig_g == 0:
             zero = (0, 0, 0, 0, 0, 0)
             self._noise_tbl = [zero] * _NOISE_ROWS
+            self._noise_flat = array.array("i", [0] * (6 * _NOISE_ROWS))
             return
         # Unit normals, normalised per axis to exactly zero mean and unit variance, then in
         # 1/65536 LSB.  Two passes over the same seeded sequence keep memory small.
@@ -442,24 +820,47 @@ class LSM6DSModel:
                 row[c] = int((r.normal() - mean[c]) * scale[c])
             tbl.append(tuple(row))
         self._noise_tbl = tbl
+        flat = array.array("i", [0] * (6 * _NOISE_ROWS))
+        for i in range(_NOISE_ROWS):
+            row = tbl[i]
+            for c in range(6):
+                flat[6 * i + c] = row[c]
+        self._noise_flat = flat
 
     def _update_offsets(self):
         # Offset per axis in 1/65536 LSB, with +1/2 LSB so that ">> 16" rounds to nearest.
         off = [0] * 6
         for c in range(6):
             s = self._sx if c < 3 else self._sg
-            off[c] = int((self._bias[c] + self._drift[c]) * s) + 32768
+            off[c] = int((self._bias[c] + self._drift_nano[c] * 1e-9) * s) + 32768
         self._off = off
+        io = self._io  # the kernel's copy, as int32 (more than a full scale of bias saturates)
+        for c in range(6):
+            o = off[c]
+            io[c] = 2147483647 if o > 2147483647 else (-2147483648 if o < -2147483648 else o)
 
     def _drift_step(self, steps=1):
         # Ornstein-Uhlenbeck bias drift, one step per second of samples.
-        a = math.exp(-1.0 / _DRIFT_TAU_S)
-        q = math.sqrt(1 - a * a)
+        # The innovations are rows of a table of unit normals (exact zero mean and unit
+        # variance per axis) picked by the device's LCG: no logarithms, no square roots.
+        # Fixed point: decay a as A / 2**30, innovations q * sd in nano units times the
+        # table's normals in 1/65536.
+        a = _DRIFT_A_Q30
+        q0, q1, q2, q3, q4, q5 = _DRIFT_Q_SD_NANO
         r = self._rng
+        d = self._drift_nano
+        tbl = self._drift_tbl
+        shift = _DRIFT_SHIFT
         for _ in range(steps):
-            for c in range(6):
-                sd = _DRIFT_STD_ACCEL_G if c < 3 else _DRIFT_STD_GYRO_DPS
-                self._drift[c] = self._drift[c] * a + q * sd * r.normal()
+            s = (r.s * 1103515245 + 12345) & 0x7FFFFFFF
+            r.s = s
+            i = (s >> shift) * 6
+            d[0] = ((d[0] * a) >> 30) + ((q0 * tbl[i]) >> 16)
+            d[1] = ((d[1] * a) >> 30) + ((q1 * tbl[i + 1]) >> 16)
+            d[2] = ((d[2] * a) >> 30) + ((q2 * tbl[i + 2]) >> 16)
+            d[3] = ((d[3] * a) >> 30) + ((q3 * tbl[i + 3]) >> 16)
+            d[4] = ((d[4] * a) >> 30) + ((q4 * tbl[i + 4]) >> 16)
+            d[5] = ((d[5] * a) >> 30) + ((q5 * tbl[i + 5]) >> 16)
 
     def _configure_fifo(self):
         regs = self._regs
@@ -488,6 +889,10 @@ class LSM6DSModel:
                 plan.append((g_in, x_in))
                 pat_len += 3 * (g_in + x_in)
             self._plan = plan
+            aux = self._aux  # the plan again, as bytes for the kernel
+            for j in range(period):
+                aux[8 + 2 * j] = plan[j][0]
+                aux[9 + 2 * j] = plan[j][1]
             self._pat_len = pat_len or 1
             self._fdiv = div
             self._skip_period = 4 * max(self._xl_div, self._g_div, 1) * div * period
@@ -520,6 +925,7 @@ class LSM6DSModel:
         self._fmode = mode
         # FIFO storing right now: in FIFO/continuous mode with data flowing into it.
         self._fflow = mode if flow and not self._fstopped else _MODE_OFF
+        self._par_ok = False  # the kernel's fixed parameters are to be set again
 
     def _batch_div(self, bdr, odr_code, max_code):
         # Ticks of the base rate between two batched samples of one sensor (0: not batched).
@@ -594,7 +1000,174 @@ class LSM6DSModel:
         self._fpat = (self._fpat + n) % self._pat_len if self.family == FAMILY_DS3 else 0
 
     def _run_ticks(self, n):
-        """Generate ``n`` samples at the ticks k, k+1, ...: the hot path of the emulator."""
+        """Generate ``n`` samples at the ticks k, k+1, ...: the hot path of the emulator.
+
+        From a stimulus file the integer kernel makes them in batches; other sources (a
+        function, constant values) and a wrapper that is not quiet go sample by sample."""
+        flags = 0
+        src = self._rows_src if self.source is self._rows_for else self._row_source()
+        if src is None or src.rows == 0:
+            flags = self._ticks_python(n)
+        else:
+            wrapper = self._rows_wrapper
+            rate = self._rate_mhz
+            per_s = max(1, rate // 1000)
+            noise = self.noise
+            while n > 0:
+                m = n if n < _BATCH_TICKS else _BATCH_TICKS
+                k = self._k
+                if noise:
+                    # The drift steps once per second of samples: a batch ends there.
+                    to_step = per_s - k % per_s
+                    if to_step < m:
+                        m = to_step
+                if wrapper is not None and not wrapper.quiet_us(
+                    self._t0 + k * 1000000000 // rate,
+                    self._t0 + (k + m - 1) * 1000000000 // rate,
+                ):
+                    flags |= self._ticks_python(m)
+                else:
+                    flags |= self._ticks_rows(src, m)  # may make fewer (chunk size)
+                n -= self._k - k
+        regs = self._regs
+        out = self._out
+        struct.pack_into(
+            "<7h", regs, OUT_TEMP_L, self._temp_raw, out[3], out[4], out[5], out[0], out[1], out[2]
+        )
+        regs[STATUS_REG] |= 0x04 | flags
+
+    def _row_source(self):
+        # The stimulus file behind self.source: itself, or the file under a wrapper that adds
+        # something only at times (it says when with quiet_us(t0_us, t1_us)).  None: per sample.
+        source = self.source
+        if source is not self._rows_for:
+            self._rows_for = source
+            self._par_ok = False
+            self._rows_src = None
+            self._rows_wrapper = None
+            if _REFERENCE_ONLY:
+                pass
+            elif hasattr(source, "rows_f32"):
+                self._rows_src = source
+            else:
+                inner = getattr(source, "source", None)
+                if inner is not None and hasattr(inner, "rows_f32") and hasattr(source, "quiet_us"):
+                    self._rows_src = inner
+                    self._rows_wrapper = source
+        return self._rows_src
+
+    def _ticks_rows(self, src, n):
+        """``n`` ticks (or fewer, to fit a chunk) from the stimulus rows by the kernel;
+        returns the XLDA/GDA flags."""
+        par = self._par
+        if not self._par_ok:
+            self._set_fixed_params(src)
+        rate = par[_P_RATE]
+        pp = par[_P_P]
+        qq = par[_P_Q]
+        last = par[_P_LAST]
+        k = self._k
+        qb, rb = divmod(k * 1000000000, rate)
+        ib, sb = divmod((self._t0 + qb) * pp, qq)
+        first = ib if ib < last else last
+        span_max = src.chunk_rows - 1
+        while True:
+            # The rows the batch needs (the one after the last tick's too) must fit in a chunk.
+            d = (rb + (n - 1) * 1000000000) // rate
+            i_end = ib + (sb + d * pp) // qq + 1
+            if i_end > last:
+                i_end = last
+            span = i_end - first
+            if span <= span_max or n == 1:
+                break
+            n = max(1, n * span_max // (span + 1))
+        chunk, row0 = src.rows_f32(first, i_end)
+        par[_P_N] = n
+        par[_P_K] = k
+        par[_P_RB] = rb
+        par[_P_SB] = sb
+        par[_P_IB] = ib
+        par[_P_ROW0] = row0
+        par[_P_LCG] = self._lcg
+        fmode = self._fflow
+        par[_P_FMODE] = fmode
+        par[_P_HEAD] = self._fhead
+        par[_P_COUNT] = self._fcount
+        par[_P_OVR] = self._fovr
+        dso = self.family == FAMILY_DSO
+        if dso:
+            par[_P_TAG] = self._ftag
+        else:
+            par[_P_EV] = self._fevent
+            par[_P_PAT] = self._fpat
+        ctx = self._ctx
+        ctx[3] = chunk
+        io = self._io
+        out = self._out
+        io[6] = out[0]
+        io[7] = out[1]
+        io[8] = out[2]
+        io[9] = out[3]
+        io[10] = out[4]
+        io[11] = out[5]
+        flags = _gen_rows(ctx, io)
+        out[0] = io[6]
+        out[1] = io[7]
+        out[2] = io[8]
+        out[3] = io[9]
+        out[4] = io[10]
+        out[5] = io[11]
+        k += n
+        self._k = k
+        self._lcg = par[_P_LCG]
+        self.ticks += n
+        self._fhead = par[_P_HEAD]
+        self._fcount = par[_P_COUNT]
+        ovr = par[_P_OVR]
+        if ovr and not self._fovr:
+            self._fovr_latched = 1
+        self._fovr = ovr
+        if par[_P_FMODE] != fmode:
+            self._fstopped = True
+            self._fflow = _MODE_OFF
+        if dso:
+            self._ftag = par[_P_TAG]
+        else:
+            self._fevent = par[_P_EV]
+            self._fpat = par[_P_PAT]
+        if self.noise and k % par[_P_PER_S] == 0:
+            self._drift_step()
+            self._update_offsets()
+        return flags
+
+    def _set_fixed_params(self, src):
+        # What stays the same from batch to batch until the configuration or source changes.
+        par = self._par
+        rate = self._rate_mhz
+        par[_P_RATE] = rate
+        par[_P_PER_S] = max(1, rate // 1000)
+        par[_P_P], par[_P_Q] = src.rows_per_us()
+        par[_P_LAST] = src.rows - 1
+        par[_P_SMX], par[_P_SSX] = self._smx
+        par[_P_SMG], par[_P_SSG] = self._smg
+        par[_P_XDIV] = self._xl_div
+        par[_P_GDIV] = self._g_div
+        par[_P_DEPTH] = self.fifo_depth_words
+        par[_P_CAP] = self._fcap
+        if self.family == FAMILY_DSO:
+            par[_P_DSO] = 1
+            par[_P_BXD] = self._bx_div
+            par[_P_BGD] = self._bg_div
+        else:
+            par[_P_DSO] = 0
+            par[_P_FDIV] = self._fdiv
+            par[_P_NPLAN] = len(self._plan)
+            par[_P_PATLEN] = self._pat_len
+        self._ctx[2] = self._noise_flat
+        self._par_ok = True
+
+    def _ticks_python(self, n):
+        """``n`` ticks sample by sample from ``source.sample_at`` (the reference path)."""
         v = self._v
         sample_at = self.source.sample_at
         rate = self._rate_mhz
@@ -738,7 +1311,13 @@ class LSM6DSModel:
         self._k = k
         self._lcg = lcg
         self.ticks += n
-        self._out = [ax, ay, az, gx, gy, gz]
+        out = self._out
+        out[0] = ax
+        out[1] = ay
+        out[2] = az
+        out[3] = gx
+        out[4] = gy
+        out[5] = gz
         self._fhead = head
         self._fcount = count
         if fmode != self._fflow:
@@ -752,14 +1331,12 @@ class LSM6DSModel:
         else:
             self._fevent = ev
             self._fpat = pat
-        regs = self._regs
-        pack_into("<7h", regs, OUT_TEMP_L, self._temp_raw, gx, gy, gz, ax, ay, az)
-        st = 0x04
+        st = 0
         if xl_new:
             st |= 0x01
         if g_new:
             st |= 0x02
-        regs[STATUS_REG] |= st
+        return st
 
     # ---- register reads with side effects -------------------------------------------------------
 
@@ -821,21 +1398,20 @@ class LSM6DSModel:
         ring = self._ring
         ws = self._word_bytes
         take = words if words <= self._fcount else self._fcount
-        o = self._fhead * ws
-        end = len(ring)
-        stop = pos + take * ws
-        while pos < stop:
-            buf[pos] = ring[o]
-            o += 1
-            if o == end:
-                o = 0
-            pos += 1
+        if take:
+            _copy_ring(buf, pos, ring, (self._fhead * ws) << 32 | take * ws)
+            pos += take * ws
         stop = pos + (words - take) * ws
         while pos < stop:  # an empty FIFO reads as zeros
             buf[pos] = 0
             pos += 1
         if take:
-            self._pop(take)
+            # _pop(take), inlined: this runs for every burst the driver reads
+            self._fhead = (self._fhead + take) % self.fifo_depth_words
+            self._fcount -= take
+            if self.family == FAMILY_DS3:
+                self._fpat = (self._fpat + take) % self._pat_len
+            self._fovr = 0
 
     def _pop(self, n):
         self._drop_words(n)

@@ -9,6 +9,7 @@
 #
 # Row k is at k / rate_hz seconds after power-on.  Every source offers the same three
 # things: ``rate_hz``, ``duration_s`` and ``sample_at(t_s, out) -> bool``.
+import math
 import struct
 
 MAGIC = b"PSTM"
@@ -90,9 +91,13 @@ class _Interpolated:
 
 
 class StimulusSource(_Interpolated):
-    """A stimulus file, read in chunks of ``chunk_rows`` rows (never the whole file)."""
+    """A stimulus file, read in chunks of ``chunk_rows`` rows (never the whole file).
 
-    def __init__(self, path, chunk_rows=256):
+    Besides ``sample_at`` it hands out its raw rows for batch consumers (the LSM6DS model's
+    integer kernel): ``rows_per_us()`` is the exact row rate and ``rows_f32(first, last)``
+    a chunk of float32 rows holding rows first..last."""
+
+    def __init__(self, path, chunk_rows=512):
         f = open(path, "rb")
         try:
             head = f.read(HEADER_SIZE)
@@ -111,23 +116,52 @@ class StimulusSource(_Interpolated):
             raise
         self.path = path
         self._f = f
-        self._chunk_rows = chunk_rows
+        if chunk_rows < 2:
+            raise ValueError("chunk_rows must be at least 2 (interpolation needs two rows)")
+        self.chunk_rows = chunk_rows
         self._chunk = bytearray(chunk_rows * ROW_SIZE)
         self._c0 = 0  # first row in the chunk
         self._cn = 0  # rows in the chunk
         _Interpolated.__init__(self, rate_hz, rows)
 
+    def _load(self, i):
+        # One read of up to chunk_rows rows starting at row i.
+        self._f.seek(HEADER_SIZE + i * ROW_SIZE)
+        n = self._f.readinto(self._chunk) or 0
+        self._c0 = i
+        self._cn = n // ROW_SIZE
+        if self._cn == 0:
+            raise StimulusError("%s: truncated at row %d of %d" % (self.path, i, self.rows))
+
     def _row(self, i):
         j = i - self._c0
         if j < 0 or j >= self._cn:
-            self._f.seek(HEADER_SIZE + i * ROW_SIZE)
-            n = self._f.readinto(self._chunk) or 0
-            self._c0 = i
-            self._cn = n // ROW_SIZE
+            self._load(i)
             j = 0
-            if self._cn == 0:
-                raise StimulusError("%s: truncated at row %d of %d" % (self.path, i, self.rows))
         return struct.unpack_from(ROW_FORMAT, self._chunk, j * ROW_SIZE)
+
+    def rows_per_us(self):
+        """(P, Q): rows per microsecond is exactly P / Q (the header's float32 rate as a
+        fraction), so row positions can be computed in integers."""
+        f, e = math.frexp(self.rate_hz)
+        p = int(f * (1 << 24))  # the float32 mantissa: exact
+        e -= 24
+        q = 1000000
+        if e >= 0:
+            p <<= e
+        else:
+            q <<= -e
+        g = _gcd(p, q)
+        return p // g, q // g
+
+    def rows_f32(self, first, last):
+        """(chunk, row0): ``chunk`` holds rows row0, row0 + 1, ... as float32 (6 per row, the
+        file's own bytes) including rows ``first`` to ``last`` (last - first < chunk_rows)."""
+        if first < self._c0 or last >= self._c0 + self._cn:
+            self._load(first)
+            if last >= self._c0 + self._cn:
+                raise StimulusError("%s: truncated at row %d of %d" % (self.path, last, self.rows))
+        return self._chunk, self._c0
 
     def close(self):
         self._f.close()
@@ -176,6 +210,12 @@ class FunctionSource:
         for c in range(6):
             out[c] = v[c]
         return self.duration_s is None or t_s < self.duration_s
+
+
+def _gcd(a, b):
+    while b:
+        a, b = b, a % b
+    return a
 
 
 def write(path, rate_hz, rows):

@@ -213,6 +213,20 @@ class MotorShake:
                 out[3] += MOTOR_GYRO_DPS * w
         return more
 
+    def quiet_us(self, t0_us, t1_us):
+        """True when the motor is off from t0_us to t1_us: the stimulus alone reaches the IMU
+        (the IMU model then makes those samples in a batch straight from the stimulus file)."""
+        i = len(_motor) - 1
+        while i >= 0 and _motor[i][0] > t1_us:
+            i -= 1
+        while i >= 0:
+            if _motor[i][1]:
+                return False
+            if _motor[i][0] <= t0_us:
+                return True
+            i -= 1
+        return True
+
 
 # ---- Other devices and CPU stalls ----------------------------------------------------------
 
