@@ -62,12 +62,16 @@ def load_key(path="key.bin"):
 
 
 def advertising_payloads(device_id):
-    """(adv, scan response): flags + our 128-bit service UUID; the device id as the name."""
+    """(adv, scan response): flags, our 128-bit service UUID and, when it fits in the 31 bytes,
+    the device id as the name; the scan response carries the id (complete, or shortened past 29
+    bytes) for scanners that ask."""
     # The UUID's 16 bytes little-endian, as advertising data carries them (bytes(UUID) would
     # do on the ESP32, but the emulator's pure-Python UUID has no buffer protocol).
     uuid = bytes(reversed(binascii.unhexlify(protocol.SERVICE_UUID.replace("-", ""))))
     adv = bytes((2, 0x01, 0x06, len(uuid) + 1, 0x07)) + uuid
     name = device_id.encode()
+    if len(adv) + 2 + len(name) <= 31:
+        adv += bytes((len(name) + 1, 0x09)) + name
     kind = 0x09  # complete local name
     if len(name) > 29:
         name = name[:29]

@@ -16,9 +16,10 @@ from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.client import BaseBleakClient, NotifyCallback
 from bleak.backends.descriptor import BleakGATTDescriptor
 from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback, BaseBleakScanner
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakError
-from bumble.core import PhysicalTransport
+from bumble.core import AdvertisingData, PhysicalTransport
 from bumble.device import Connection, Device, Peer
 from bumble.gatt_client import CharacteristicProxy, DescriptorProxy
 from bumble.hci import Address
@@ -186,3 +187,65 @@ class BumbleClientBackend(BaseBleakClient):
         proxy: CharacteristicProxy[bytes] = characteristic.obj
         subscriber = self._subscriptions.pop(characteristic.handle, None)
         await proxy.unsubscribe(subscriber)
+
+
+class BumbleScannerBackend(BaseBleakScanner):
+    """bleak's scanner interface on a bumble central: ``BleakScanner(..., backend=
+    BumbleScannerBackend, device=<a powered-on bumble Device>)``.  Active scanning; the scan
+    response's fields are merged into the advertiser's entry, as the OS stacks do."""
+
+    def __init__(
+        self,
+        detection_callback: AdvertisementDataCallback | None,
+        service_uuids: list[str] | None,
+        scanning_mode: str = "active",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(detection_callback, service_uuids)
+        device = kwargs.get("device")
+        if not isinstance(device, Device):
+            raise BleakError("BumbleScannerBackend needs device=<a powered-on bumble Device> (the central)")
+        self._device = device
+        self._active = scanning_mode != "passive"
+        self._fields: dict[str, dict[str, Any]] = {}
+
+    async def start(self) -> None:
+        self.seen_devices = {}
+        self._fields = {}
+        self._device.on("advertisement", self._on_advertisement)
+        await self._device.start_scanning(active=self._active, filter_duplicates=False)
+
+    async def stop(self) -> None:
+        self._device.remove_listener("advertisement", self._on_advertisement)
+        await self._device.stop_scanning()
+
+    def _on_advertisement(self, advertisement: Any) -> None:
+        address = str(advertisement.address).split("/")[0]
+        fields = self._fields.setdefault(address, {"name": None, "uuids": []})
+        data = advertisement.data
+        name = data.get(AdvertisingData.COMPLETE_LOCAL_NAME) or data.get(AdvertisingData.SHORTENED_LOCAL_NAME)
+        if name:
+            fields["name"] = name.decode() if isinstance(name, bytes) else str(name)
+        for kind in (
+            AdvertisingData.COMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS,
+            AdvertisingData.INCOMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS,
+            AdvertisingData.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS,
+        ):
+            for value in data.get_all(kind):
+                for u in value if isinstance(value, list) else [value]:
+                    text = _uuid_str(u)
+                    if text not in fields["uuids"]:
+                        fields["uuids"].append(text)
+        if not self.is_allowed_uuid(fields["uuids"]):
+            return
+        adv = AdvertisementData(
+            local_name=fields["name"],
+            manufacturer_data={},
+            service_data={},
+            service_uuids=list(fields["uuids"]),
+            tx_power=None,
+            rssi=int(advertisement.rssi),
+            platform_data=(advertisement,),
+        )
+        ble_device = self.create_or_update_device(address, address, fields["name"], advertisement, adv)
+        self.call_detection_callbacks(ble_device, adv)

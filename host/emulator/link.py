@@ -65,6 +65,11 @@ class Link:
         """Run ``task`` on the link's loop and wait for it."""
         return self.submit(task).result(timeout=timeout_s)
 
+    def call_soon(self, callback: Callable[[], object]) -> None:
+        """Run ``callback()`` on the link's loop (thread-safe)."""
+        if self._thread.is_alive() and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(callback)
+
     def close(self) -> None:
         if not self._thread.is_alive():
             return

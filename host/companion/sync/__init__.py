@@ -1,0 +1,1 @@
+"""The BLE sync agent: session (protocol logic), bleak transport, discovery and upload."""
