@@ -26,6 +26,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -132,6 +133,8 @@ class Device(Base):
     # Highest seq up to which every record is stored (or declared lost by a GAP record):
     # what the sync agent ACKs.  None until the first record.
     contiguous_seq: Mapped[int | None] = mapped_column(BigInteger)
+    # A revoked device's batches are refused until an admin gives it a new key.
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     worker: Mapped[Worker | None] = relationship(back_populates="devices")
 
@@ -211,3 +214,115 @@ class DailyExposure(Base):
     schema_version: Mapped[int] = mapped_column(SmallInteger, default=0)
     dirty: Mapped[bool] = mapped_column(Boolean, default=True)
     computed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# ---- authentication ------------------------------------------------------------------------------
+
+
+class ApiToken(Base):
+    """A user's bearer / session token.  Only its SHA-256 is stored: a database leak does not
+    leak usable tokens (they are 256-bit random, so a plain hash is enough — no slow KDF)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AgentToken(Base):
+    """A sync agent's upload token (POST /api/ingest only); hashed like ApiToken."""
+
+    __tablename__ = "agent_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+# ---- settings delivered to devices ---------------------------------------------------------------
+
+
+class DeviceSettings(Base):
+    """Config keys (device/lib/config.py SCHEMA names) waiting for a device's next sync.
+
+    `pending_config` is None when nothing is waiting; `confirmed_config_crc` is the config CRC
+    the device reported after it applied the last delivery."""
+
+    __tablename__ = "device_settings"
+
+    device_pk: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    pending_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    confirmed_config_crc: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    applied_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WorkerSettings(Base):
+    """A worker's alert settings and the limits within which they may change them themselves.
+
+    `values` and `limits` are JSON: values {key: number}, limits {key: [lo, hi]} (API keys, see
+    companion.api.devicesettings.WORKER_SETTINGS)."""
+
+    __tablename__ = "worker_settings"
+
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id", ondelete="CASCADE"), primary_key=True)
+    values: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+# ---- task rotation -------------------------------------------------------------------------------
+
+LOAD_CLASSES = ("low", "medium", "high")
+SEGMENT_SOURCES = ("button", "api", "inferred")
+
+
+class Task(Base):
+    """A job task and its expected load class.  `team_id` None: shared by every team."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        CheckConstraint("load_class IN ('low', 'medium', 'high')", name="load_class"),
+        UniqueConstraint("team_id", "name"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    load_class: Mapped[str] = mapped_column(String(8))
+
+
+class RotationPolicy(Base):
+    """A team's rotation policy (minutes; None = no limit)."""
+
+    __tablename__ = "rotation_policies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), unique=True)
+    max_task_min: Mapped[int | None] = mapped_column(Integer)
+    max_high_load_min: Mapped[int | None] = mapped_column(Integer)
+    min_profile_change_deg: Mapped[float] = mapped_column(Float, default=5.0)
+
+
+class TaskSegment(Base):
+    """A stretch of a worker's day spent on one task (unix seconds, end exclusive)."""
+
+    __tablename__ = "task_segments"
+    __table_args__ = (
+        CheckConstraint("source IN ('button', 'api', 'inferred')", name="source"),
+        CheckConstraint("end_s > start_s", name="positive_length"),
+        Index("ix_task_segments_worker_start", "worker_id", "start_s"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id"))
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    start_s: Mapped[int] = mapped_column(BigInteger)
+    end_s: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(8))

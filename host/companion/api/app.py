@@ -1,0 +1,187 @@
+"""The companion web app: JSON API under /api, /health, the dashboard when installed.
+Run it with ``posture serve`` (or ``uvicorn --factory companion.api.app:create_app``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from companion import auth
+from companion.api.deps import SESSION_COOKIE, get_session
+from companion.api.routes import auth as auth_routes
+from companion.api.routes import devices, exposure, ingest, orgs, rotation, workers
+from companion.api.routes import settings as settings_routes
+from companion.settings import Settings, get_settings
+from companion.store import open_store
+
+log = logging.getLogger("companion.api")
+
+# JSON bodies of every endpoint but the ingest are small; this bounds what a client can make
+# the server buffer.  The ingest route enforces its own, larger limit while streaming.
+MAX_BODY_BYTES = 256 * 1024
+INGEST_PATH = "/api/ingest"
+
+
+def database_label(url: str) -> str:
+    """The database URL without its password, for logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+class _BodyTooLarge(HTTPException):
+    # An HTTPException: raised while FastAPI reads the body, it becomes the 413 answer itself
+    # (FastAPI turns other exceptions there into a generic 400).
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over {limit} bytes")
+
+
+class BodySizeLimit:
+    """ASGI middleware: answer 413 to a body over `limit` bytes, whether it declares its length
+    or streams chunks without one, before the app buffers it (`exempt` path: its route limits
+    itself)."""
+
+    def __init__(self, app: ASGIApp, limit: int, exempt: str) -> None:
+        self.app, self.limit, self.exempt = app, limit, exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == self.exempt:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(send)
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge(self.limit)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = JSONResponse({"detail": f"request body over {self.limit} bytes"}, 413)
+        await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _login_router() -> APIRouter:
+    router = APIRouter(tags=["auth"])
+
+    @router.post("/login", include_in_schema=True)
+    def login_form(
+        email: Annotated[str, Form(max_length=320)],
+        password: Annotated[str, Form(max_length=1024)],
+        request: Request,
+        session: Session = Depends(get_session),
+    ) -> Response:
+        """The dashboard's login form: sets the session cookie and redirects to /."""
+        user = auth.authenticate(session, email, password)
+        if user is None:
+            return RedirectResponse("/login?error=1", status_code=status.HTTP_303_SEE_OTHER)
+        token = auth.issue_token(session, user)
+        session.commit()
+        response = RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
+        response.set_cookie(
+            SESSION_COOKIE,
+            token,
+            max_age=int(auth.TOKEN_LIFETIME.total_seconds()),
+            httponly=True,
+            samesite="lax",
+            secure=request.url.scheme == "https",
+            path="/",
+        )
+        return response
+
+    @router.post("/logout")
+    def logout_form(request: Request, session: Session = Depends(get_session)) -> Response:
+        """Ends the cookie's session and clears it."""
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            auth.revoke_token(session, token)
+            session.commit()
+        response = RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    return router
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The whole app on the store of `settings` (default: the environment's), migrated."""
+    settings = settings or get_settings()
+    url = settings.resolved_database_url()
+    engine = open_store(url)
+    log.info("posture companion: database %s", database_label(url))
+
+    app = FastAPI(
+        title="posture companion",
+        version="0.1.0",
+        description="Daily trunk-posture exposure from posture sensors. See docs/api.md.",
+        docs_url="/docs",
+    )
+    app.state.settings = settings
+    app.state.store = engine
+    app.state.session_factory = sessionmaker(engine, expire_on_commit=False)
+
+    app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES, exempt=INGEST_PATH)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # One readable sentence in "detail" (like every other error), the raw list beside it.
+        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+        return JSONResponse({"detail": _validation_message(exc), "errors": errors}, 422)
+
+    @app.get("/health", tags=["health"])
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    api = APIRouter(prefix="/api")
+    for module in (auth_routes, orgs, workers, devices, exposure, settings_routes, rotation, ingest):
+        api.include_router(module.router)
+    app.include_router(api)
+    app.include_router(_login_router())
+
+    try:
+        import companion.web as web
+    except ImportError:
+        web = None  # the dashboard is optional: the API works without it
+    if web is not None:
+        from fastapi.staticfiles import StaticFiles
+
+        app.include_router(web.router)
+        app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+    return app
