@@ -142,11 +142,16 @@ class BleSync:
         self.ble.gap_advertise(_ADV_INTERVAL_US, adv, resp)  # pyright: ignore[reportCallIssue]
 
     def _reset_session(self, conn):
+        # Connection handles are reused: a batch still streaming for an old link must not
+        # leak into a new one with the same handle, so streams check this number instead.
+        self.link_id = getattr(self, "link_id", 0) + 1
         self.conn = conn
         self.mtu = 23
         self.authed = False
         self.streaming = False
         self.sent_upto = 0  # highest seq sent on this connection
+        self.last_batch_seq = -1  # last seq of the newest batch that said "no more"
+        self.complete = False  # that batch was acknowledged: the host has the whole log
         self._config = bytearray()
 
     def _new_nonce(self):
@@ -217,12 +222,14 @@ class BleSync:
         elif event == _IRQ_CENTRAL_DISCONNECT:
             if conn != self.conn:
                 return
-            had_session = self.authed
+            complete = self.authed and self.complete
             self._reset_session(None)
             if self.is_open:
                 self._new_nonce()
                 self._advertise()  # NimBLE stopped advertising at connect
-            if had_session:
+            if complete:
+                # The host has everything: the window may close.  A session cut short keeps
+                # the window open for the host to come back.
                 self.device.session_done()
         elif event == _IRQ_MTU_EXCHANGED:
             if conn == self.conn:
@@ -305,17 +312,17 @@ class BleSync:
         if not good:
             self.authed = False
             self._result(protocol.CMD_HELLO, protocol.ERR_AUTH_FAILED)
-            asyncio.create_task(self._drop(self.conn))
+            asyncio.create_task(self._drop(self.link_id))
             return
         self.authed = True
         self.sessions += 1
         self._result(protocol.CMD_HELLO, protocol.OK, protocol.device_auth_proof(self.key, nonce, host_nonce))
 
-    async def _drop(self, conn):
+    async def _drop(self, link_id):
         await asyncio.sleep_ms(100)  # let the result go out first
-        if conn is not None and conn == self.conn:
+        if link_id == self.link_id and self.conn is not None:
             try:
-                self.ble.gap_disconnect(conn)
+                self.ble.gap_disconnect(self.conn)
             except OSError:
                 pass
 
@@ -338,7 +345,7 @@ class BleSync:
             window = _FETCH_WINDOW_MAX
         self.streaming = True
         self._result(protocol.CMD_FETCH, protocol.OK)
-        asyncio.create_task(self._stream(self.conn, from_seq, window))
+        asyncio.create_task(self._stream(self.link_id, from_seq, window))
 
     def _batch(self, from_seq, window):
         """(framed records, data frames) of the next batch: at most ``window`` frames."""
@@ -350,28 +357,32 @@ class BleSync:
             frames = protocol.pack_data_frames(records, mtu)
         return records, frames
 
-    async def _stream(self, conn, from_seq, window):
+    async def _stream(self, link_id, from_seq, window):
         try:
             records, frames = self._batch(from_seq, window)
             for frame in frames:
-                if not await self._notify(conn, frame):
+                if not await self._notify(link_id, frame):
                     return
             last = self.sent_upto
             if records:
                 last = struct.unpack_from("<I", records[-1], 0)[0]
             more = 1 if records and last < self.log.last_seq() else 0
             mac = protocol.batch_mac(self.key, self.device_id, b"".join(records))
-            if await self._notify(conn, protocol.encode_batch_end(len(frames), len(records), more, mac)):
+            if await self._notify(link_id, protocol.encode_batch_end(len(frames), len(records), more, mac)):
                 if last > self.sent_upto:
                     self.sent_upto = last
+                if not more:
+                    self.last_batch_seq = last
+                    if self.log.acked >= last:
+                        self.complete = True  # an empty batch: nothing left to acknowledge
         finally:
-            if conn == self.conn:
+            if link_id == self.link_id:
                 self.streaming = False
 
-    async def _notify(self, conn, data):
+    async def _notify(self, link_id, data):
         """Send one frame, waiting while the stack's buffers are full; False if the link went."""
         for _ in range(_NOTIFY_RETRIES):
-            if conn != self.conn:
+            if link_id != self.link_id:
                 return False
             if self._send(data):
                 await asyncio.sleep_ms(0)  # let the sample task run between frames
@@ -386,6 +397,8 @@ class BleSync:
             self._result(protocol.CMD_ACK, protocol.ERR_BAD_SEQ)
             return
         self.log.ack(seq)
+        if seq >= self.last_batch_seq >= 0:
+            self.complete = True
         self._result(protocol.CMD_ACK, protocol.OK)
         self.refresh_info()
 

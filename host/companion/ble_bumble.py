@@ -7,7 +7,7 @@ the ``device`` keyword: a central already powered on (``emulator.radio.Central()
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import uuid
 from typing import Any
 
@@ -19,10 +19,10 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback, BaseBleakScanner
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakError
-from bumble.core import AdvertisingData, PhysicalTransport
+from bumble.core import AdvertisingData, CommandTimeoutError, PhysicalTransport
 from bumble.device import Connection, Device, Peer
 from bumble.gatt_client import CharacteristicProxy, DescriptorProxy
-from bumble.hci import Address
+from bumble.hci import Address, HCI_Error
 
 # Property bits of a characteristic declaration, by bleak's names.
 _PROPERTY_NAMES: dict[int, CharacteristicPropertyName] = {
@@ -82,11 +82,15 @@ class BumbleClientBackend(BaseBleakClient):
             raise NotImplementedError("pairing is not emulated")
         target = Address(str(self.address), Address.RANDOM_DEVICE_ADDRESS)
         try:
-            connection = await asyncio.wait_for(
-                self._device.connect(target, transport=PhysicalTransport.LE), self._timeout
-            )
-        except TimeoutError as e:
+            # bumble cancels its own pending connection when its timeout expires
+            connection = await self._device.connect(target, transport=PhysicalTransport.LE, timeout=self._timeout)
+        except (TimeoutError, CommandTimeoutError) as e:
             raise BleakError(f"device {self.address} not found: is it advertising?") from e
+        except HCI_Error as e:
+            # e.g. a connection attempt still pending in the controller: cancel it, report
+            with contextlib.suppress(HCI_Error, CommandTimeoutError):
+                await self._device.cancel_connection()
+            raise BleakError(f"connecting to {self.address} failed: {e}") from e
         self._connection = connection
         connection.on(connection.EVENT_DISCONNECTION, self._on_disconnection)
         peer = Peer(connection)

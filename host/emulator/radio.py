@@ -362,14 +362,25 @@ class Radio:
 
     def _on_connection(self, connection: Connection) -> None:
         self.advertising = False  # a connectable advertisement stops on connection
-        self._connections[connection.handle] = connection
         addr_type, addr = _mpy_address(connection.peer_address)
+        stale = self._connections.get(connection.handle)
+        if stale is not None and stale is not connection:
+            # The controller reused the handle before the old link's disconnection reached the
+            # host: tell the firmware the old link ended before it hears of the new one, as
+            # NimBLE orders them (a handle is free only after its disconnection).
+            stale_type, stale_addr = _mpy_address(stale.peer_address)
+            self._irq(IRQ_CENTRAL_DISCONNECT, struct.pack("<HB", stale.handle, stale_type) + stale_addr)
+            self._dropping.discard(connection.handle)
+        self._connections[connection.handle] = connection
         self._irq(IRQ_CENTRAL_CONNECT, struct.pack("<HB", connection.handle, addr_type) + addr)
 
         def on_mtu() -> None:
-            self._irq(IRQ_MTU_EXCHANGED, struct.pack("<HH", connection.handle, connection.att_mtu))
+            if self._connections.get(connection.handle) is connection:
+                self._irq(IRQ_MTU_EXCHANGED, struct.pack("<HH", connection.handle, connection.att_mtu))
 
         def on_disconnection(_reason: int) -> None:
+            if self._connections.get(connection.handle) is not connection:
+                return  # already reported when its handle was reused
             self._connections.pop(connection.handle, None)
             self._dropping.discard(connection.handle)
             self._irq(IRQ_CENTRAL_DISCONNECT, struct.pack("<HB", connection.handle, addr_type) + addr)

@@ -78,9 +78,9 @@ def run_day(
             configure_link(link.radio)
         runner = prepare_board(wearer, workdir, link.port)
         future = link.submit(host)
-        radio = link.radio
+        board_radio = link.radio
         # Once the host is done, nobody waits on the link: the board's clock may race again.
-        future.add_done_callback(lambda _f: link.call_soon(lambda: radio.set_peer_waiting(False)))
+        future.add_done_callback(lambda _f: link.call_soon(lambda: board_radio.set_peer_waiting(False)))
         result = runner.run(progress)
         host_result = future.result(timeout=host_timeout_s)
         radio = {"links_dropped": link.radio.links_dropped}

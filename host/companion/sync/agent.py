@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -36,6 +37,8 @@ from companion.sync.session import (
     UploadResult,
 )
 from companion.sync.transport_bleak import BleakTransport
+
+log = logging.getLogger(__name__)
 
 ATTEMPTS = 8
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 4.0)
@@ -226,6 +229,10 @@ async def sync_device(
             result.device_id = session.report.device_id
             result.sessions.append(session.report)
         failures = 0 if result.acked_seq > acked_before else failures + 1
+        log.info(
+            "sync %s: %s (acked %d, window %d, attempt without progress %d)",
+            result.device_id, error, result.acked_seq, window, failures,
+        )
         if failures >= attempts:
             raise type(error)(f"gave up on {result.device_id} after {failures} attempts without progress: {error}")
         await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S) - 1)])
