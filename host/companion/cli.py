@@ -13,10 +13,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="posture", description="Open wearable posture sensor: firmware tools and companion."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    from companion import flash_cmd, replay
+    from companion import demo, flash_cmd, replay
+    from companion.sync import cli as sync_cli
 
+    demo.add_parser(sub)
     replay.add_parser(sub)
     flash_cmd.add_parser(sub)
+    sync_cli.add_parser(sub)
     add_server_parsers(sub)
     args = parser.parse_args(argv)
     try:

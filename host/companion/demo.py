@@ -164,8 +164,8 @@ def simulate(
 ) -> dict[str, dict[str, Any]]:
     """Every worker's day on its own emulated board, synced into the store at the end."""
     from companion.sync.emulated import sync_into_store
-    from emulator.scenarios import generate
     from emulator.runner import Board, SensorSpec
+    from emulator.scenarios import generate
     from emulator.workday import Wearer, run_day
 
     results: dict[str, dict[str, Any]] = {}
