@@ -66,7 +66,7 @@ def test_demo_syncs_every_worker_and_serves_the_dashboard(tmp_path: Path) -> Non
     with session_scope(engine) as session:
         assert session.scalar(select(func.count()).select_from(Device)) == 2
         assert session.scalar(select(func.count()).select_from(User)) == 4  # admin, ergonomist, 2 workers
-        assert session.scalar(select(func.count()).select_from(MinuteSummary)) >= 30
+        assert (session.scalar(select(func.count()).select_from(MinuteSummary)) or 0) >= 30
         per_device = session.execute(select(Record.device_pk, func.count(), func.max(Record.seq)).group_by(Record.device_pk)).all()
     # Every device's log arrived whole: seqs 1..n, none twice.
     assert len(per_device) == 2 and all(count == top for _pk, count, top in per_device)
