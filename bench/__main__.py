@@ -16,6 +16,7 @@ from bench import BenchResult
 # name -> module under bench/ with run(progress) -> BenchResult
 BENCHMARKS = {
     "emulator": "bench.emulator",
+    "sync": "bench.sync",
     "firmware": "bench.firmware",
     "fusion_broad": "bench.fusion_broad",
     "ingest": "bench.ingest",
