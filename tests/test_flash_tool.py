@@ -373,3 +373,35 @@ def test_posture_flash_runs_the_same_tool(tmp_path: Path) -> None:
     assert args.func(args) == 0
     assert (tmp_path / "mpy6.3-xtensawin" / "main.py").exists()
     shutil.rmtree(tmp_path / "mpy6.3-xtensawin")
+
+
+def test_a_provisioned_key_syncs_and_an_unprovisioned_device_is_refused(
+    board: VirtualBoard, tmp_path: Path
+) -> None:
+    """The key tools/flash.py writes to the board and registers with the companion is the key
+    `posture sync` authenticates with; a device the companion never registered is refused."""
+    from companion.store import open_store
+    from companion.sync.agent import UnknownDevice
+    from companion.sync.emulated import sync_into_store
+    from emulator.scenarios import generate
+    from emulator.workday import Wearer, run_day
+
+    db = tmp_path / "companion.db"
+    keys = str(tmp_path / "keys.json")
+    prov = run_tool("provision", "--port", board.port, "--device-id", "W077", "--keys", keys, "--db", str(db))
+    assert prov.returncode == 0, prov.stderr
+    key = (board.flash_dir / "key.bin").read_bytes()
+    device_id = json.loads((board.flash_dir / "config.json").read_text())["device_id"]
+    engine = open_store(f"sqlite:///{db}")
+    recording = generate("office-hour", seed=5, hours=0.25)
+    day = run_day(Wearer(device_id, key, recording, 1_767_600_000, charge_s=60), tmp_path / "w077", sync_into_store(engine, device_id))
+    assert day.host.records > 5 and day.host.duplicates == 0
+
+    # A second board provisioned without telling the companion.
+    other = run_tool(
+        "provision", "--port", board.port, "--device-id", "W078", "--keys", keys, "--no-companion", "--new-key"
+    )
+    assert other.returncode == 0, other.stderr
+    new_key = (board.flash_dir / "key.bin").read_bytes()
+    with pytest.raises(UnknownDevice, match="no key for device W078"):
+        run_day(Wearer("W078", new_key, recording, 1_767_600_000, charge_s=20), tmp_path / "w078", sync_into_store(engine, "W078"))
