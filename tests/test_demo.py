@@ -3,12 +3,15 @@ emulated radio into a fresh database, then the server answering with the dashboa
 
 from __future__ import annotations
 
+import html as html_lib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -56,6 +59,7 @@ def test_demo_syncs_every_worker_and_serves_the_dashboard(tmp_path: Path) -> Non
         with urllib.request.urlopen(req, timeout=5) as r:
             assert len(json.loads(r.read())) == 2
         assert "synced" in text
+        check_dashboard(url, lines, password)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -70,3 +74,65 @@ def test_demo_syncs_every_worker_and_serves_the_dashboard(tmp_path: Path) -> Non
         per_device = session.execute(select(Record.device_pk, func.count(), func.max(Record.seq)).group_by(Record.device_pk)).all()
     # Every device's log arrived whole: seqs 1..n, none twice.
     assert len(per_device) == 2 and all(count == top for _pk, count, top in per_device)
+
+
+def password_of(lines: list[str], email: str) -> str:
+    row = next(line for line in lines if email in line)
+    return row.split("│")[3].strip() if "│" in row else row.split()[-1]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return None
+
+
+def sign_in(url: str, email: str, password: str) -> str:
+    """The dashboard's form login; returns the session cookie."""
+    opener = urllib.request.build_opener(_NoRedirect)
+    body = urllib.parse.urlencode({"email": email, "password": password}).encode()
+    try:
+        opener.open(urllib.request.Request(url + "/login", data=body), timeout=5)
+    except urllib.error.HTTPError as e:
+        assert e.code == 303 and e.headers["Location"] == "/"
+        cookie = e.headers["Set-Cookie"].split(";")[0]
+        assert "HttpOnly" in e.headers["Set-Cookie"] and "SameSite=lax" in e.headers["Set-Cookie"]
+        return cookie
+    raise AssertionError("the login form did not redirect")
+
+
+def page(url: str, cookie: str) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers={"Cookie": cookie})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def check_dashboard(url: str, lines: list[str], ergo_password: str) -> None:
+    """The pages an ergonomist and a worker open, and what each may not."""
+    ergo = sign_in(url, "ergonomist@demo.posture", ergo_password)
+    status, html = page(url + "/teams", ergo)
+    assert status == 200 and "/teams/1" in html
+    status, html = page(url + "/teams/1", ergo)
+    assert status == 200 and "Exposure by worker" in html and 'id="trend"' in html
+    assert "Alex" in html and "Sam" in html and "summary.csv" in html
+    worker_link = html.split('href="/workers/')[1].split('"')[0]
+    status, html = page(url + "/workers/" + worker_link, ergo)
+    assert status == 200 and 'id="timeline"' in html and "ISO 11226" in html
+    series = json.loads(html_lib.unescape(html.split("data-series='")[1].split("'")[0]))
+    assert len(series["t"]) >= 10 and any(v is not None for v in series["p50"])
+    status, html = page(url + "/static/uplot/uPlot.iife.min.js", ergo)
+    assert status == 200 and "uPlot" in html  # the chart library is served locally
+    status, html = page(url + "/devices", ergo)
+    assert status == 200 and "W001" in html and "W002" in html
+    # A worker sees their own day and nothing of the team's.
+    sam_email = next(line for line in lines if "sam@demo.posture" in line)
+    sam = sign_in(url, "sam@demo.posture", password_of(lines, "sam@demo.posture"))
+    assert sam_email
+    status, html = page(url + "/teams/1", sam)
+    assert status == 403
+    status, html = page(url + "/workers/1/days/" + worker_link.split("/days/")[1], sam)
+    assert status == 403  # Alex's day
+    status, html = page(url + "/", "")
+    assert "Sign in" in html  # signed out: the login page

@@ -175,13 +175,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api)
     app.include_router(_login_router())
 
-    try:
-        import companion.web as web
-    except ImportError:
-        web = None  # the dashboard is optional: the API works without it
-    if web is not None:
-        from fastapi.staticfiles import StaticFiles
+    # The dashboard: server-rendered pages over the same queries, charts served locally.
+    from fastapi.staticfiles import StaticFiles
 
-        app.include_router(web.router)
-        app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+    import companion.web as web
+
+    app.include_router(web.router)
+    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     return app
