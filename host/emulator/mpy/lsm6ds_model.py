@@ -429,6 +429,9 @@ _ON_MICROPYTHON = sys.implementation.name == "micropython"
 _VIPER = _ON_MICROPYTHON and (getattr(sys.implementation, "_mpy", 0) >> 10) > 0
 
 
+_BATCH_MIN_RATE_HZ = 1.0
+
+
 class _Ptr32:
     # viper's ptr32 on CPython: unsigned loads, stores truncated to 32 bits
     def __init__(self, buf):
@@ -1054,6 +1057,12 @@ class LSM6DSModel:
                 if inner is not None and hasattr(inner, "rows_f32") and hasattr(source, "quiet_us"):
                     self._rows_src = inner
                     self._rows_wrapper = source
+        if self._rows_src is not None and self._rows_src.rate_hz < _BATCH_MIN_RATE_HZ:
+            # A stimulus of a few rows over days (the virtual board's "still, upright"): its row
+            # step does not fit the kernel's fixed-point row clock; per sample is exact and
+            # cheap enough there.
+            self._rows_src = None
+            self._rows_wrapper = None
         return self._rows_src
 
     def _ticks_rows(self, src, n):
