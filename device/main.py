@@ -31,7 +31,7 @@ FW_VERSION = (0, 1, 0)
 
 def boot():
     cfg, problems = config.load()
-    log = logstore.LogStore("log")
+    log = logstore.LogStore("log", max_bytes=cfg["log_max_bytes"], now_s=clock.unix_s)
     events = eventlog.EventLog(log, clock.unix_s)
     events.boot(machine.reset_cause(), FW_VERSION, config.crc(cfg))
     for code, key_idx in problems:

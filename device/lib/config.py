@@ -65,6 +65,8 @@ SCHEMA = (
     ("quiet_end_min", 0, 0, 1439),
     ("tz_offset_min", 0, -720, 840),
     ("haptic_duty_pct", 80, 10, 100),
+    # log store: flash the record log may use before it drops the oldest segments
+    ("log_max_bytes", 262144, 16384, 4194304),
 )
 
 _VALID_ODR = (26, 52, 104)

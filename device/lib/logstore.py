@@ -6,6 +6,11 @@
 # and a torn tail is cut off.  Sequence numbers continue across reboots: the next seq is
 # one past the last valid record, or past the last acknowledged seq (kept in "ack") once
 # every segment has been deleted.
+#
+# Capacity: at most max_bytes // segment_bytes segments.  When a new segment would exceed it,
+# the oldest segment goes: silently if the host acknowledged all of it, else with a GAP record
+# (first lost seq, how many) written first into the new segment, so the host knows exactly
+# what the device could not keep.  The newest segment is never deleted.
 import os
 
 from micropython import const
@@ -25,9 +30,13 @@ def _exists(path):
 
 
 class LogStore:
-    def __init__(self, folder="log", segment_bytes=_SEGMENT_BYTES):
+    def __init__(self, folder="log", segment_bytes=_SEGMENT_BYTES, max_bytes=0, now_s=None):
         self.folder = folder
         self.segment_bytes = segment_bytes
+        # 0: no limit but the file system's (tests of other parts use that)
+        self.max_segments = max(2, max_bytes // segment_bytes) if max_bytes else 0
+        self.now_s = now_s
+        self.lost = 0  # records dropped unacknowledged since boot (each one in a GAP record)
         if not _exists(folder):
             os.mkdir(folder)
         self.acked = self._read_ack()
@@ -87,12 +96,46 @@ class LogStore:
         frame = protocol.encode_record(seq, rtype, payload)
         f = self._file
         if f is None or self._size + len(frame) > self.segment_bytes:
+            gap = self._make_room(len(frame))
             f = self._open_segment(seq, len(frame))
+            if gap is not None:
+                # The GAP record goes first in the new segment, with the next seq.
+                gap_frame = protocol.encode_record(seq, protocol.GAP, gap)
+                f.write(gap_frame)
+                f.flush()
+                self._size += len(gap_frame)
+                seq += 1
+                self.next_seq = seq
+                frame = protocol.encode_record(seq, rtype, payload)
         f.write(frame)
         f.flush()
         self._size += len(frame)
         self.next_seq = seq + 1
         return seq
+
+    def _make_room(self, frame_len):
+        """Before a new segment: drop the oldest while over capacity.  Returns the GAP payload
+        when unacknowledged records went, else None."""
+        if not self.max_segments:
+            return None
+        if self._file is None and self.segments and self._size + frame_len <= self.segment_bytes:
+            return None  # the newest segment still has room: no new segment
+        end = 0
+        lost = 0
+        while len(self.segments) >= self.max_segments and len(self.segments) > 1:
+            first = self.segments.pop(0)
+            end = self.segments[0] - 1  # the dropped segment held first..end
+            if end > self.acked:
+                lost += end - (first if first > self.acked else self.acked + 1) + 1
+            os.remove(self._path(first))
+        if not lost:
+            return None
+        self.lost += lost
+        now = self.now_s() if self.now_s is not None else 0
+        # Drops go oldest first, so everything after the last ACK up to `end` is gone: the new
+        # GAP record says so, which also covers the losses of earlier GAP records (themselves
+        # maybe dropped by now).
+        return protocol.encode_event(protocol.GAP, now if now > 0 else 0, self.acked + 1, end - self.acked)
 
     def _open_segment(self, seq, frame_len):
         if self._file is None and self.segments and self._size + frame_len <= self.segment_bytes:
