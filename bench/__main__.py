@@ -15,6 +15,7 @@ from bench import BenchResult
 
 # name -> module under bench/ with run(progress) -> BenchResult
 BENCHMARKS = {
+    "demo": "bench.demo",
     "emulator": "bench.emulator",
     "sync": "bench.sync",
     "firmware": "bench.firmware",
