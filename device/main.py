@@ -126,6 +126,14 @@ class Device:
     def session_done(self):
         self.sync_done = True
 
+    def may_sleep(self):
+        """Light sleep stops the CPU, PWM and BLE: not while the motor plays a pattern, the
+        sync window is open, or the button is held."""
+        if not self.cfg["light_sleep"] or self.sync.is_open or self.button.held():
+            return False
+        stages = self.pipeline
+        return stages is None or not (stages.haptic.playing() or stages.haptic.active())
+
     def radio_wanted(self):
         return self.usb.value() == 1 and not self.sync_done
 
@@ -152,7 +160,13 @@ async def sample_task(dev):
             # We fell behind (a long flash write): start the schedule again from now.
             next_ms = time.ticks_ms()
             delay = 0
-        await asyncio.sleep_ms(delay)
+        if delay > 0 and dev.may_sleep():
+            # Light sleep until the next drain (the IMU's FIFO keeps sampling); a button or USB
+            # edge wakes the board early.  Then let the other tasks catch up.
+            machine.lightsleep(delay)
+            await asyncio.sleep_ms(0)
+        else:
+            await asyncio.sleep_ms(delay)
 
 
 async def housekeep_task(dev):

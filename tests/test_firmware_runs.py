@@ -146,3 +146,16 @@ def test_the_vibration_motor_does_not_disturb_sensing(tmp_path):
     assert np.sqrt(np.mean((flexion[alerting] - truth[alerting]) ** 2)) < 1.0
     assert np.mean(activity[alerting] == protocol.ACTIVITY_STATIC) > 0.98
     assert len(result.alerts()) <= 1  # the motor never ends the spell to start another
+
+
+def test_the_board_light_sleeps_between_drains_and_still_sees_the_button(tmp_path):
+    rec = upright(120)
+    asleep = run_recording(rec, tmp_path / "on", Board(button_presses=[(30.0, 3.0)]))
+    awake = run_recording(rec, tmp_path / "off", Board(config={"light_sleep": False}))
+    assert asleep.board["sleep_ms"] > 0.9 * asleep.board["t_ms"]
+    assert awake.board["sleep_ms"] == 0
+    # The long press that began in a sleep woke the board and calibrated.
+    assert [e for e in asleep.events() if e["type"] == "calibration"]
+    assert [e for e in asleep.events() if e["type"] == "button" and protocol.BUTTON_ACTIONS[e["action"]] == "long"]
+    # Sampling kept up: no FIFO overflow in either run.
+    assert not faults(asleep, "fifo_overflow") and not faults(awake, "fifo_overflow")

@@ -38,6 +38,10 @@ class Button:
             elif held >= _DEBOUNCE_MS:
                 self._action = protocol.BUTTON_SHORT
 
+    def held(self):
+        """True while the button is down (a press in progress)."""
+        return self._down
+
     def poll(self):
         """The press completed since the last call (protocol.BUTTON_*), or -1."""
         action = self._action

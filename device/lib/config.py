@@ -67,6 +67,8 @@ SCHEMA = (
     ("haptic_duty_pct", 80, 10, 100),
     # log store: flash the record log may use before it drops the oldest segments
     ("log_max_bytes", 262144, 16384, 4194304),
+    # light sleep between FIFO drains (off only to measure what it saves)
+    ("light_sleep", True, None, None),
 )
 
 _VALID_ODR = (26, 52, 104)
