@@ -25,10 +25,10 @@ from rich.progress import Progress
 import protocol
 from bench import BenchResult
 from bench.airtime import LinkModel, session_time
+from companion.sync.session import DEFAULT_WINDOW
 
 HOURS = 8.0
 SEED = 21
-WINDOW_FRAMES = 64  # what the firmware grants at most per FETCH
 
 
 def run(progress: Progress) -> BenchResult:
@@ -84,7 +84,7 @@ def run(progress: Progress) -> BenchResult:
     batches = sum(1 for n in sent if n[0] == protocol.FRAME_BATCH_END)
     ours = session_time(data_sizes, batches)
     small = protocol.pack_data_frames(records, 23)
-    small_batches = max(1, -(-len(small) // WINDOW_FRAMES))
+    small_batches = max(1, -(-len(small) // DEFAULT_WINDOW))
     baseline = session_time([len(f) for f in small], small_batches, LinkModel())
     record_bytes = sum(len(r) for r in records)
     figures = {

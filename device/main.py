@@ -172,10 +172,9 @@ async def sample_task(dev):
 async def housekeep_task(dev):
     cfg, events = dev.cfg, dev.events
     battery = machine.ADC(machine.Pin(cfg["battery_adc_pin"]), atten=machine.ADC.ATTN_11DB)
-    usb = machine.Pin(cfg["usb_sense_pin"], machine.Pin.IN)
     while True:
         mv = int(battery.read_uv() * cfg["battery_divider"] / 1000)
-        events.battery(mv, usb.value())
+        events.battery(mv, dev.usb.value())
         dev.battery_pct = eventlog.battery_percent(mv)
         await asyncio.sleep_ms(600000)
 

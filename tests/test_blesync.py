@@ -27,7 +27,7 @@ import bluetooth, protocol, logstore, eventlog, blesync
 
 KEY = bytes(range(1, 33))
 CONN = 7
-SCRIPT = json.loads(sys.stdin.read()) if False else json.loads(open("script.json").read())
+SCRIPT = json.loads(open("script.json").read())
 
 
 class Device:

@@ -747,6 +747,7 @@ class CompanionDatabase:
     def register(self, device_id: str, key: bytes) -> str:
         try:
             from sqlalchemy import select
+            from sqlalchemy.engine import make_url
 
             from companion.settings import Settings
             from companion.store import Device, open_store, session_scope
@@ -772,15 +773,7 @@ class CompanionDatabase:
                     verb = "key updated"
         finally:
             engine.dispose()
-        return f"companion database: device {device_id} {verb} ({_safe_url(url)})"
-
-
-def _safe_url(url: str) -> str:
-    """A database URL without its password, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url
+        return f"companion database: device {device_id} {verb} ({make_url(url).render_as_string(hide_password=True)})"
 
 
 class CompanionServer:

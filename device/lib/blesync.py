@@ -99,6 +99,7 @@ class BleSync:
         self._queue = []
         self._h_info = self._h_control = self._h_data = 0
         self._nonce = b""
+        self.link_id = 0
         self._reset_session(None)
         self.sessions = 0  # authenticated sessions since boot
 
@@ -144,7 +145,7 @@ class BleSync:
     def _reset_session(self, conn):
         # Connection handles are reused: a batch still streaming for an old link must not
         # leak into a new one with the same handle, so streams check this number instead.
-        self.link_id = getattr(self, "link_id", 0) + 1
+        self.link_id += 1
         self.conn = conn
         self.mtu = 23
         self.authed = False

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,13 +39,12 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _keyring(path: Path | None) -> dict[str, bytes]:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    path = path or Path(base) / "posture" / "keys.json"
-    if not path.exists():
-        return {}
-    data = json.loads(path.read_text())
-    return {k: bytes.fromhex(v["key"]) for k, v in data.get("devices", {}).items()}
+def _keyring(path: Path | None) -> Any:
+    """The keyring tools/flash.py provision writes (its LocalKeyring), at ``path`` or its default."""
+    from companion.flash_cmd import flash_tool
+
+    tool = flash_tool()
+    return tool.LocalKeyring(path or tool.default_keyring_path())
 
 
 def _applied(engine: Any, device_id: str) -> Callable[[int, dict[str, Any]], None] | None:
@@ -78,12 +75,13 @@ async def _run(args: argparse.Namespace) -> int:
     engine = None
     if args.server:
         uploader = agent.http_uploader(args.server, args.token)
-        keys = _keyring(args.keys)
+        keyring = _keyring(args.keys)
 
         def key_for(device_id: str) -> bytes:
-            if device_id not in keys:
+            key: bytes | None = keyring.key(device_id)
+            if key is None:
                 raise agent.UnknownDevice(f"no key for {device_id} in the keyring: provision it on this PC first")
-            return keys[device_id]
+            return key
 
     else:
         engine = open_store(_database_url(args.db))

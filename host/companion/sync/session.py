@@ -132,12 +132,12 @@ class Session:
     async def run(self) -> SessionReport:
         started = time.perf_counter()
         try:
-            return await self._run(started)
+            return await self._run()
         finally:
             if self.report is not None:
                 self.report.session_s = time.perf_counter() - started
 
-    async def _run(self, started: float) -> SessionReport:
+    async def _run(self) -> SessionReport:
         info = protocol.decode_info(await self.t.read_info())
         device_id = str(info["device_id"])
         report = SessionReport(device_id, info, acked_seq=int(info["acked_seq"]))  # type: ignore[call-overload]
@@ -150,12 +150,13 @@ class Session:
         from_seq = int(info["acked_seq"]) + 1  # type: ignore[call-overload]
         more = int(info["last_seq"]) >= from_seq  # type: ignore[call-overload]
         while more:
-            records, more = await self._fetch(device_id, from_seq)
+            records, more, mac = await self._fetch(device_id, from_seq)
             if not records:
                 break
-            mac = protocol.batch_mac(self.key, device_id, b"".join(records))
+            # The device's own MAC (checked in _fetch) travels with the batch to the companion.
             result = await self.uploader(device_id, b"".join(records), mac)
-            last = protocol.decode_record(records[-1])[0].seq
+            seqs = [protocol.decode_record(r)[0].seq for r in records]
+            last = seqs[-1]
             # Stored durably: only now may the device delete them.
             await self._command(protocol.CMD_ACK, last)
             report.batches += 1
@@ -163,7 +164,6 @@ class Session:
             report.stored += result.stored
             report.duplicates += result.duplicates
             report.acked_seq = last
-            seqs = [protocol.decode_record(r)[0].seq for r in records]
             report.seqs += seqs
             report.first_seq = seqs[0] if report.first_seq is None else report.first_seq
             report.last_seq = last
@@ -190,7 +190,7 @@ class Session:
         if not protocol.digest_equal(detail, protocol.device_auth_proof(self.key, nonce, host_nonce)):
             raise AuthFailed(f"device {info['device_id']} could not prove it holds the key: not our device")
 
-    async def _fetch(self, device_id: str, from_seq: int) -> tuple[list[bytes], bool]:
+    async def _fetch(self, device_id: str, from_seq: int) -> tuple[list[bytes], bool, bytes]:
         await self._command(protocol.CMD_FETCH, from_seq, self.window)
         frames: list[bytes] = []
         while True:
@@ -219,7 +219,7 @@ class Session:
             raise BadBatch(f"batch from {device_id}: {count} records announced, {len(records)} arrived")
         if not protocol.digest_equal(mac, protocol.batch_mac(self.key, device_id, b"".join(records))):
             raise BadBatch(f"batch from {device_id}: its MAC does not match the device key")
-        return records, bool(more)
+        return records, bool(more), bytes(mac)
 
     async def _config_set(self, report: SessionReport, document: bytes) -> None:
         chunk_size = max(1, self.t.mtu - 3 - 5)
