@@ -5,6 +5,7 @@ bleak through the bumble backend, on one virtual link."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import textwrap
 from collections.abc import AsyncIterator
@@ -303,3 +304,52 @@ def test_the_radio_works_without_a_peer_and_truncates_like_micropython(micropyth
         "not connected 107",
         "1 True",
     ]
+
+
+# The board registers its service but never advertises; it reports every radio event it hears.
+SILENT_BOARD = textwrap.dedent(
+    """
+    import bluetooth
+    import time
+
+    ble = bluetooth.BLE()
+    ble.active(True)
+    ble.gatts_register_services(((bluetooth.UUID(0x180F), ((bluetooth.UUID(0x2A19), bluetooth.FLAG_READ),)),))
+    events = []
+    ble.irq(lambda event, data: events.append(event))
+    print("silent")
+    while True:
+        time.sleep_ms(50)
+        if events:
+            print("event", events.pop(0))
+    """
+)
+
+
+async def _connect_to_a_silent_board() -> tuple[bool, list[str]]:
+    async with emulated_link(SILENT_BOARD) as (radio, central, board):
+        await board.expect("silent")
+        await asyncio.wait_for(radio.board_connected.wait(), 5)
+        client = BleakClient(radio.address, backend=BumbleClientBackend, device=central.device, timeout=3)
+        connected = False
+        try:
+            await client.connect()
+            await asyncio.sleep(0.5)
+            connected = client.is_connected
+        except Exception:  # noqa: BLE001 - refused or timed out: either way no link
+            connected = False
+        finally:
+            if client.is_connected:
+                await client.disconnect()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await board.expect("event", timeout_s=1.0)
+        return connected, board.lines
+
+
+def test_a_board_that_is_not_advertising_never_hears_of_a_connection() -> None:
+    # After a reset the controller is not advertising; a central's connection request still in
+    # flight must not reach the new firmware (it would answer a HELLO with a nonce the central
+    # never read).
+    connected, lines = asyncio.run(asyncio.wait_for(_connect_to_a_silent_board(), 30))
+    assert not connected
+    assert not any(line.startswith("event") for line in lines)

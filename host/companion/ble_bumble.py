@@ -7,6 +7,7 @@ the ``device`` keyword: a central already powered on (``emulator.radio.Central()
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from typing import Any
@@ -95,9 +96,24 @@ class BumbleClientBackend(BaseBleakClient):
         connection.on(connection.EVENT_DISCONNECTION, self._on_disconnection)
         peer = Peer(connection)
         self._peer = peer
+        # A link can drop while it is being set up (the peripheral reset, or turned the
+        # connection away); bumble's ATT requests would then wait for ever, where bleak's
+        # backends fail the connect.
+        lost = asyncio.get_running_loop().create_future()
+        connection.on(connection.EVENT_DISCONNECTION, lambda _r: lost.done() or lost.set_result(None))
+        setup = asyncio.ensure_future(self._set_up(peer))
+        await asyncio.wait([setup, lost], return_when=asyncio.FIRST_COMPLETED)
+        if not setup.done():
+            setup.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await setup
+            raise BleakError(f"{self.address} disconnected while the connection was being set up")
+        self.services = setup.result()
+
+    async def _set_up(self, peer: Peer) -> BleakGATTServiceCollection:
         if self._mtu_wanted > 23:
             await peer.request_mtu(self._mtu_wanted)
-        self.services = await self._discover(peer)
+        return await self._discover(peer)
 
     async def _discover(self, peer: Peer) -> BleakGATTServiceCollection:
         collection = BleakGATTServiceCollection()

@@ -23,7 +23,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from bumble import gatt
+from bumble import gatt, hci
 from bumble.controller import Controller
 from bumble.core import UUID as BumbleUUID
 from bumble.device import Connection, Device
@@ -102,9 +102,38 @@ class _Value:
         return self.data
 
 
+class _Controller(Controller):
+    """bumble's virtual controller, with LE Create Connection Cancel as the Core spec has it
+    (Vol 4, Part E, 7.8.13): the pending connection ends with an LE Connection Complete event
+    of status Unknown Connection Identifier.  bumble's own answers "success" and keeps the
+    connection pending, so a host that gives up connecting waits for ever."""
+
+    def on_hci_le_create_connection_cancel_command(
+        self, command: hci.HCI_LE_Create_Connection_Cancel_Command
+    ) -> hci.HCI_StatusReturnParameters:
+        pending = self.pending_le_connection
+        if pending is None:
+            return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR)
+        self.pending_le_connection = None
+        event = hci.HCI_LE_Connection_Complete_Event(
+            status=hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR,
+            connection_handle=0,
+            role=hci.Role.CENTRAL,
+            peer_address_type=pending.peer_address.address_type,
+            peer_address=pending.peer_address,
+            connection_interval=0,
+            peripheral_latency=0,
+            supervision_timeout=0,
+            central_clock_accuracy=0,
+        )
+        # After the command's own Command Complete, as a controller sends them.
+        asyncio.get_running_loop().call_soon(self.send_hci_packet, event)
+        return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
+
+
 def make_link_device(link: LocalLink, address: str, name: str) -> Device:
     """A bumble device on a virtual controller on ``link``, with realistic 251-byte LE PDUs."""
-    controller = Controller(name, link=link, public_address=address)
+    controller = _Controller(name, link=link, public_address=address)
     controller.le_acl_data_packet_length = ACL_DATA_PACKET_LENGTH
     device = Device(name=name, address=Address(address), host=Host(controller, AsyncPipeSink(controller)))
     device.random_address = Address(address, Address.RANDOM_DEVICE_ADDRESS)
@@ -135,6 +164,7 @@ class Radio:
         # as when the wearer walks out of range mid-transfer.
         self.drop_link_before: Callable[[int, bytes], bool] | None = None
         self._dropping: set[int] = set()
+        self._accepting = False  # advertising connectably: a connection may complete
         self.links_dropped = 0
         self.device.on(self.device.EVENT_CONNECTION, self._on_connection)
 
@@ -337,6 +367,7 @@ class Radio:
     # ---- GAP ---------------------------------------------------------------------------------
 
     async def _advertise(self, interval_us: int, connectable: bool, adv: bytes, resp: bytes) -> None:
+        self._accepting = False
         if self.advertising:
             await self.device.stop_advertising()
             self.advertising = False
@@ -345,6 +376,7 @@ class Radio:
         from bumble.device import AdvertisingType
 
         interval_ms = max(20.0, interval_us / 1000)
+        self._accepting = connectable
         await self.device.start_advertising(
             advertising_type=(
                 AdvertisingType.UNDIRECTED_CONNECTABLE_SCANNABLE
@@ -361,6 +393,13 @@ class Radio:
         self.advertising_data = adv
 
     def _on_connection(self, connection: Connection) -> None:
+        if not self._accepting:
+            # A controller that is not advertising connectably (stopped, or reset with the
+            # board) never completes a connection: a central's request that was still in
+            # flight is turned away before the firmware hears of it.
+            self._spawn(connection.disconnect())
+            return
+        self._accepting = False
         self.advertising = False  # a connectable advertisement stops on connection
         addr_type, addr = _mpy_address(connection.peer_address)
         stale = self._connections.get(connection.handle)
@@ -389,6 +428,7 @@ class Radio:
         connection.on(connection.EVENT_DISCONNECTION, on_disconnection)
 
     async def _radio_off(self) -> None:
+        self._accepting = False
         for connection in list(self._connections.values()):
             with contextlib.suppress(Exception):
                 await connection.disconnect()
