@@ -99,8 +99,13 @@ class BumbleClientBackend(BaseBleakClient):
         # A link can drop while it is being set up (the peripheral reset, or turned the
         # connection away); bumble's ATT requests would then wait for ever, where bleak's
         # backends fail the connect.
-        lost = asyncio.get_running_loop().create_future()
-        connection.on(connection.EVENT_DISCONNECTION, lambda _r: lost.done() or lost.set_result(None))
+        lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_lost(_reason: int) -> None:
+            if not lost.done():
+                lost.set_result(None)
+
+        connection.on(connection.EVENT_DISCONNECTION, on_lost)
         setup = asyncio.ensure_future(self._set_up(peer))
         await asyncio.wait([setup, lost], return_when=asyncio.FIRST_COMPLETED)
         if not setup.done():
