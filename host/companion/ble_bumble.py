@@ -107,7 +107,8 @@ class BumbleClientBackend(BaseBleakClient):
 
         connection.on(connection.EVENT_DISCONNECTION, on_lost)
         setup = asyncio.ensure_future(self._set_up(peer))
-        await asyncio.wait([setup, lost], return_when=asyncio.FIRST_COMPLETED)
+        waits: list[asyncio.Future[Any]] = [setup, lost]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         if not setup.done():
             setup.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
