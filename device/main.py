@@ -4,13 +4,15 @@
 #   sample     drain the IMU FIFOs every drain_ms, hand each batch to the processing
 #              stages, feed the watchdog only while this loop makes progress;
 #   housekeep  battery voltage and USB power every 10 minutes (a battery event when it changed);
-#   radio      opens the BLE sync window when wanted (blesync.py serves the session).
+#   radio      opens the BLE sync window when power.RadioWindow wants it (USB power, a very
+#              long button press, a schedule) and closes it after; blesync.py serves the session.
 # The processing stages (fusion, posture, activity, alert, summary) are in pipeline.py; they
 # start once the upper IMU runs (its sensitivities and ODR are theirs).
 import asyncio
 import json
 import time
 
+import esp32
 import machine
 
 import alert
@@ -22,6 +24,7 @@ import eventlog
 import haptic
 import logstore
 import pipeline
+import power
 import protocol
 import sampler
 import serialtrace
@@ -49,10 +52,12 @@ class Device:
         self.imus = imus
         self.tracer = tracer
         self.wdt = wdt
-        self.button = button.Button(cfg["button_pin"], cfg["long_press_ms"])
+        self.button = button.Button(cfg["button_pin"], cfg["long_press_ms"], cfg["sync_press_ms"], cfg["double_press_ms"])
+        # A press wakes the CPU from light sleep at once (other pins do not).
+        esp32.wake_on_ext0(self.button.pin, esp32.WAKEUP_ALL_LOW)
         self.pipeline = None
         self.battery_pct = -1
-        self.sync_done = False
+        self.window = power.RadioWindow(cfg["sync_window_s"], cfg["sync_every_min"], time.ticks_ms())
         self.usb = machine.Pin(cfg["usb_sense_pin"], machine.Pin.IN)
         self.sync = blesync.BleSync(
             cfg["device_id"], blesync.load_key(), log, events, self, FW_VERSION, clock.unix_s, clock.set_unix_s
@@ -71,12 +76,17 @@ class Device:
         if action < 0:
             return
         self.events.button(action)
-        if self.pipeline is None:
+        if action == protocol.BUTTON_SYNC:
+            self.window.open_for(power.REASON_BUTTON, time.ticks_ms())
+        stages = self.pipeline
+        if stages is None:
             return
         if action == protocol.BUTTON_LONG:
-            self.pipeline.calibrate(protocol.CAL_BUTTON, self.button.release_ms)
+            stages.calibrate(protocol.CAL_BUTTON, self.button.release_ms)
         elif action == protocol.BUTTON_SHORT:
-            self.pipeline.snooze()
+            stages.snooze()
+        elif action == protocol.BUTTON_SYNC or action == protocol.BUTTON_TASK_SWITCH:
+            stages.haptic.play(haptic.PATTERNS[0])  # felt: the press was understood
 
     # ---- what a sync session asks of the device (blesync.BleSync) ----
     def battery_percent(self):
@@ -124,7 +134,7 @@ class Device:
         machine.reset()
 
     def session_done(self):
-        self.sync_done = True
+        self.window.session_done()
 
     def may_sleep(self):
         """Light sleep stops the CPU, PWM and BLE: not while the motor plays a pattern, the
@@ -135,7 +145,7 @@ class Device:
         return stages is None or not (stages.haptic.playing() or stages.haptic.active())
 
     def radio_wanted(self):
-        return self.usb.value() == 1 and not self.sync_done
+        return self.window.wanted(time.ticks_ms(), self.usb.value() == 1, self.sync.conn is not None)
 
 
 async def sample_task(dev):
@@ -196,7 +206,7 @@ def main():
 
 
 async def radio_task(dev):
-    """Open the sync window while the device wants it (USB power), close it after."""
+    """Open the sync window while power.RadioWindow wants it, close it after."""
     asyncio.create_task(dev.sync.run())
     while True:
         wanted = dev.radio_wanted()
@@ -204,8 +214,6 @@ async def radio_task(dev):
             dev.sync.open()
         elif not wanted and dev.sync.is_open:
             dev.sync.close()
-        if not dev.usb.value():
-            dev.sync_done = False  # the next time on the charger syncs again
         await asyncio.sleep_ms(1000)
 
 

@@ -120,11 +120,12 @@ SENSOR_UPPER = const(0)  # between the shoulder blades, I2C 0x6A
 SENSOR_LOWER = const(1)  # lower thoracic spine, I2C 0x6B
 
 # BUTTON.action
-BUTTON_ACTIONS = ("short", "long", "double", "task_switch")
+BUTTON_ACTIONS = ("short", "long", "double", "task_switch", "sync")
 BUTTON_SHORT = const(0)
 BUTTON_LONG = const(1)
-BUTTON_DOUBLE = const(2)
-BUTTON_TASK_SWITCH = const(3)
+BUTTON_DOUBLE = const(2)  # reserved: the firmware reports a double press by its meaning, task_switch
+BUTTON_TASK_SWITCH = const(3)  # the firmware's double press
+BUTTON_SYNC = const(4)  # a very long press: open the sync window
 
 # CONFIG.source and CONFIG.result (device/lib/config.py uses the same result codes)
 CONFIG_SOURCES = ("file", "defaults_fallback", "ble", "button")

@@ -19,22 +19,30 @@ print(time.ticks_diff(time.ticks_ms(), t0), utime.ticks_diff(utime.ticks_ms(), r
     assert out.split() == ["3600000", "True"]
 
 
-def test_lightsleep_ends_early_when_the_button_is_pressed(tmp_path):
+def test_lightsleep_ends_early_only_at_the_configured_wake_source(tmp_path):
     out = run_both(
         """
-import vboard, machine, vclock
+import esp32, vboard, machine, vclock
 presses = []
 button = machine.Pin(0, machine.Pin.IN, machine.Pin.PULL_UP)
 button.irq(lambda p: presses.append(vclock.now_us() // 1000), machine.Pin.IRQ_FALLING)
 vboard.press_button(0, 2.5, 1.0)
-machine.lightsleep(10000)
+vboard.press_button(0, 20.0, 1.0)
+machine.lightsleep(10000)  # no wake source: the press does not wake the chip
+print(vclock.now_us() // 1000, button.value())
+esp32.wake_on_ext0(button, esp32.WAKEUP_ALL_LOW)
+machine.lightsleep(30000)  # the button is a wake source now
 print(vclock.now_us() // 1000, presses, button.value())
-machine.lightsleep(10000)
-print(vclock.now_us() // 1000, button.value(), vclock.accounting()[1] // 1000)
+machine.lightsleep(5000)  # still held low: the chip does not stay asleep
+print(vclock.now_us() // 1000, vclock.accounting()[1] // 1000)
+try:
+    esp32.wake_on_ext0(machine.Pin(5), esp32.WAKEUP_ALL_LOW)
+except ValueError as e:
+    print("GPIO5:", e)
 """,
         tmp_path,
     )
-    assert out.splitlines() == ["2500 [2500] 0", "3500 1 3500"]
+    assert out.splitlines() == ["10000 1", "20000 [2500, 20000] 0", "20000 20000", "GPIO5: invalid pin"]
 
 
 def test_a_missed_watchdog_feed_resets_the_board(tmp_path):

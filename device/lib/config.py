@@ -69,6 +69,11 @@ SCHEMA = (
     ("log_max_bytes", 262144, 16384, 4194304),
     # light sleep between FIFO drains (off only to measure what it saves)
     ("light_sleep", True, None, None),
+    # button gestures and sync windows (power.py)
+    ("sync_press_ms", 6000, 3000, 20000),
+    ("double_press_ms", 400, 150, 1000),
+    ("sync_window_s", 120, 30, 1800),
+    ("sync_every_min", 0, 0, 1440),
 )
 
 _VALID_ODR = (26, 52, 104)

@@ -17,6 +17,7 @@ import select  # noqa: F401
 import sys
 import time  # noqa: F401
 
+import esp32  # noqa: F401
 import lsm6ds_model  # noqa: F401
 import machine
 import stimulus  # noqa: F401
@@ -112,6 +113,7 @@ def main():
                 # How the IMU model resampled the stimulus, for the user to know.
                 _say("imu", addr, "source_mhz", int(source.rate_hz * 1000), "odr_mhz", int(dev.odr_hz() * 1000))
     awake_us, sleep_us = vclock.accounting()
+    usb = vboard.supply_report()
     _say(
         "end",
         cause,
@@ -133,6 +135,16 @@ def main():
         vboard.radio_us("advertising") // 1000,
         "radio_conn_ms",
         vboard.radio_us("connected") // 1000,
+        "usb_ms",
+        usb["us"] // 1000,
+        "usb_awake_ms",
+        usb["awake_us"] // 1000,
+        "usb_sleep_ms",
+        usb["sleep_us"] // 1000,
+        "usb_motor_ms",
+        usb["motor_on_us"] // 1000,
+        "usb_radio_ms",
+        usb["radio_us"] // 1000,
     )
     if cause != "power_off":
         sys.exit(3)

@@ -4,7 +4,7 @@
 # Pin (with IRQ), I2C/SoftI2C (register reads and writes reach the device models that
 # `board` attached), PWM, ADC, RTC, WDT, lightsleep/deepsleep, reset and reset_cause.
 # Time comes from the virtual clock; a light sleep is booked as sleep time and ends early
-# when a pin with an IRQ changes, as on the real chip with GPIO wake-up.
+# only at the wake source the firmware configured (esp32.wake_on_ext0), as on the chip.
 #
 # Runs on MicroPython and on CPython (tests), so: no f-strings with '=', no typing.
 import vboard
@@ -63,10 +63,11 @@ def enable_irq(state=0):
 
 
 def lightsleep(time_ms=None):
-    """Sleep with RAM kept; wakes at the deadline or on the next outside pin change."""
+    """Sleep with RAM kept; wakes at the deadline or when the EXT0 wake source
+    (esp32.wake_on_ext0) reaches its level.  Other pins do not wake the chip."""
     now = vclock.now_us()
     wake = now + time_ms * 1000 if time_ms is not None else -1
-    nxt = vboard.next_pin_event_us()
+    nxt = vboard.next_wake_us()
     if nxt >= 0 and (wake < 0 or nxt < wake):
         wake = nxt
     if wake < 0:

@@ -24,6 +24,7 @@ import sys
 import time  # noqa: F401
 
 import bluetooth  # noqa: F401  (the board's radio, as launch.py has it)
+import esp32  # noqa: F401  (the wake sources light sleep obeys)
 import lsm6ds_model  # noqa: F401
 import machine
 import stimulus  # noqa: F401

@@ -25,9 +25,11 @@ stats = {
     # Radio-on intervals on the virtual clock, [start_us, end_us] (end -1: still open), per
     # kind: "active" (BLE().active(True)), "advertising", "connected" (a central on the link).
     "radio": {"active": [], "advertising": [], "connected": []},
+    # What of the totals accrued on USB power (the rest was drawn from the battery).
+    "usb": {"us": 0, "awake_us": 0, "sleep_us": 0, "motor_on_us": 0, "radio_us": 0},
 }
 # Reset cause of the current boot, as machine.reset_cause() reports it (1: power-on).
-state = {"reset_cause": 1, "flash_dir": None, "spec": {}}
+state = {"reset_cause": 1, "flash_dir": None, "spec": {}, "ext0": None}
 
 
 class Reset(BaseException):
@@ -52,6 +54,10 @@ def reset_all():
     stats["i2c_transactions"] = 0
     stats["i2c_errors"] = 0
     stats["radio"] = {"active": [], "advertising": [], "connected": []}
+    stats["usb"] = {"us": 0, "awake_us": 0, "sleep_us": 0, "motor_on_us": 0, "radio_us": 0}
+    state["ext0"] = None
+    del _usb_edges[:]
+    del _usb_since[:]
     state["reset_cause"] = 1
 
 
@@ -115,6 +121,20 @@ def next_pin_event_us():
     return _pin_events[0][0] if _pin_events else -1
 
 
+def next_wake_us():
+    """Virtual time the EXT0 wake source (esp32.wake_on_ext0) next reaches its level (-1: never)."""
+    ext0 = state["ext0"]
+    if ext0 is None:
+        return -1
+    pin, level = ext0
+    if _pin_levels.get(pin, 1 - level) == level:
+        return vclock.now_us()  # already at the level: the chip does not stay asleep
+    for t_us, p, lv in _pin_events:
+        if p == pin and lv == level:
+            return t_us
+    return -1
+
+
 def _fire_pin_events(now_us):
     while _pin_events and _pin_events[0][0] <= now_us:
         t_us, pin, level = _pin_events.pop(0)
@@ -152,6 +172,60 @@ def radio_us(kind, now_us=None):
     for start, end in stats["radio"][kind]:
         total += (now_us if end < 0 else end) - start
     return total
+
+
+# ---- Supply: battery or USB ----------------------------------------------------------------
+#
+# The energy model charges the battery only for what the board spent off USB.  At every USB
+# edge (a deadline, so the clock stops exactly there) the board's running totals are noted;
+# what accrued while USB was present is summed into stats["usb"].
+
+_usb_edges = []  # [t_us, present], in time order
+_usb_since = []  # the totals when USB power came on ([] while on battery)
+
+
+def _supply_totals():
+    awake_us, sleep_us = vclock.accounting()
+    return [vclock.now_us(), awake_us, sleep_us, stats["motor_on_us"], radio_us("active")]
+
+
+def _book_usb():
+    if _usb_since:
+        now = _supply_totals()
+        usb = stats["usb"]
+        for i, key in enumerate(("us", "awake_us", "sleep_us", "motor_on_us", "radio_us")):
+            usb[key] += now[i] - _usb_since[i]
+        del _usb_since[:]
+
+
+def _supply_edges(now_us):
+    while _usb_edges and _usb_edges[0][0] <= now_us:
+        _t, present = _usb_edges.pop(0)
+        if present and not _usb_since:
+            _usb_since[:] = _supply_totals()
+        elif not present:
+            _book_usb()
+
+
+def set_usb_power(intervals_us):
+    """USB power present over these [start_us, end_us) intervals of the virtual clock."""
+    del _usb_edges[:]
+    for a, b in intervals_us:
+        _usb_edges.append([a, True])
+        _usb_edges.append([b, False])
+    _usb_edges.sort(key=lambda e: e[0])
+
+
+def supply_report():
+    """stats["usb"] with an interval still open at this moment included."""
+    if _usb_since:
+        _book_usb()
+        _usb_since[:] = _supply_totals()
+    return stats["usb"]
+
+
+vclock.on_advance(_supply_edges)
+vclock.add_deadline(lambda: _usb_edges[0][0] if _usb_edges else -1)
 
 
 # ---- Analogue inputs ---------------------------------------------------------------------
@@ -317,6 +391,7 @@ def load(path):
         for at_s, hold_s in b.get("presses", ()):
             press_button(b["pin"], at_s, hold_s, b.get("active_level", 0))
     usb = [(int(a * 1e6), int(b * 1e6)) for a, b in spec.get("usb_power", ())]
+    set_usb_power(usb)
     pins = spec.get("pins", {})
     if "usb_sense" in pins:
         for a, b in usb:
