@@ -17,6 +17,7 @@ from bench import BenchResult
 BENCHMARKS = {
     "demo": "bench.demo",
     "emulator": "bench.emulator",
+    "energy": "bench.energy",
     "sync": "bench.sync",
     "firmware": "bench.firmware",
     "fusion_broad": "bench.fusion_broad",
