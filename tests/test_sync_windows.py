@@ -39,6 +39,18 @@ def test_the_radio_stays_off_on_battery_without_a_window(tmp_path: Path) -> None
     assert result.board["radio_ms"] == 0
 
 
+def test_the_charger_window_is_booked_to_usb_power(tmp_path: Path) -> None:
+    # On the charger from 100 s to 200 s with no host: the window stays open (awake, radio on)
+    # for those 100 s, all of it paid by USB; the rest of the run light-sleeps on battery.
+    result = run_recording(sitting(300), tmp_path, Board(usb_power=[(100.0, 200.0)]))
+    b = result.board
+    assert b["usb_ms"] == 100_000
+    assert 98_000 <= b["usb_radio_ms"] <= 100_000
+    assert b["radio_ms"] - b["usb_radio_ms"] <= 1_500  # the radio task sees USB go within its 1 s poll
+    assert b["usb_awake_ms"] >= 98_000 and b["usb_sleep_ms"] <= 2_000
+    assert b["sleep_ms"] - b["usb_sleep_ms"] > 0.9 * 200_000
+
+
 def test_a_button_window_with_no_host_closes_after_its_time(tmp_path: Path) -> None:
     board = Board(config={"sync_window_s": 60}, button_presses=[(30.0, SYNC_PRESS_S)])
     result = run_recording(sitting(300), tmp_path, board)
