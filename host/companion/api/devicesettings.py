@@ -135,6 +135,24 @@ def validate_limits(limits: dict[str, tuple[int, int]]) -> None:
             )
 
 
+def change_worker_settings(
+    session: Session, worker_id: int, changes: dict[str, int], limits: dict[str, tuple[int, int]] | None
+) -> list[str]:
+    """Store `changes` to a worker's settings (absent keys stay) and queue them for every device
+    the worker wears; returns those devices' ids.  `limits`: the worker's own (a wearer changing
+    their settings), or None for the device's range (an ergonomist or admin).  SettingsError,
+    with nothing changed, when a value is out of range.  Flushes, does not commit.
+
+    The one way settings change: the API's PUT /api/workers/{id}/settings and the wearer's
+    settings page (/me/settings) both call it."""
+    validate_values(changes, limits)
+    row = worker_settings(session, worker_id)
+    row.values = {**row.values, **changes}
+    row.updated_at = utc_now()
+    session.flush()
+    return push_worker_settings(session, worker_id)
+
+
 def push_worker_settings(session: Session, worker_id: int) -> list[str]:
     """Queue the worker's stored settings for every device they wear; returns their device ids."""
     row = worker_settings(session, worker_id)

@@ -2,14 +2,21 @@
 
 Charts are drawn by uPlot, served from /static (no CDN: the companion works offline).  Who sees
 what is the API's rule (companion.api.deps): a worker only their own days, an ergonomist their
-teams, an admin everything.  Signed-out visitors are sent to /login.
+teams, an admin everything.  Signed-out visitors are sent to /login.  The wearer's own pages
+(today, this week, their alert settings) are companion.web.wearer.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from companion.web.pages import router
+from fastapi import APIRouter
+
+from companion.web import pages, wearer
+
+router = APIRouter(include_in_schema=False)
+router.include_router(pages.router)  # sign-in, team and worker pages for ergonomists and admins
+router.include_router(wearer.router)  # the wearer's own: /me, /me/week, /me/settings
 
 STATIC_DIR = Path(__file__).parent / "static"
 

@@ -66,16 +66,6 @@ def home(request: Request, session: Session = Depends(get_session)) -> Response:
     return RedirectResponse("/teams", status_code=status.HTTP_303_SEE_OTHER)
 
 
-@router.get("/me")
-def my_day(request: Request, session: Session = Depends(get_session)) -> Response:
-    principal = _signed_in(request, session)
-    if principal.worker_id is None:
-        return RedirectResponse("/teams", status_code=status.HTTP_303_SEE_OTHER)
-    days = worker_days(session, [principal.worker_id], dt.date.today() - dt.timedelta(days=30), dt.date.today())
-    day = days[-1].day if days else dt.date.today()
-    return RedirectResponse(f"/workers/{principal.worker_id}/days/{day}", status_code=status.HTTP_303_SEE_OTHER)
-
-
 @router.get("/teams", response_class=HTMLResponse)
 def teams(request: Request, session: Session = Depends(get_session)) -> HTMLResponse:
     principal = _signed_in(request, session)

@@ -48,16 +48,11 @@ def put_settings(
     ergonomist set; an ergonomist or admin within the device's range."""
     visible_worker(session, principal, worker_id)
     row = ds.worker_settings(session, worker_id)
-    changes = body.model_dump(exclude_none=True)
     limits = ds.effective_limits(row) if principal.role == "worker" else None
     try:
-        ds.validate_values(changes, limits)
+        ds.change_worker_settings(session, worker_id, body.model_dump(exclude_none=True), limits)
     except ds.SettingsError as exc:
         raise HTTPException(422, str(exc)) from None
-    row.values = {**row.values, **changes}
-    row.updated_at = utc_now()
-    session.flush()
-    ds.push_worker_settings(session, worker_id)
     out = settings_out(session, worker_id)
     session.commit()
     return out
