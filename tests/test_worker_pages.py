@@ -25,7 +25,7 @@ from test_ingest import frames, minute_payload
 
 import protocol
 from companion.api import devicesettings
-from companion.store import Device, WorkerSettings, session_scope
+from companion.store import Device, Worker, WorkerSettings, session_scope
 from companion.web.plain_language import WeekTotals, duration_text, week_summary
 
 db_url = test_store.db_url
@@ -169,6 +169,19 @@ def test_the_day_page_says_how_long_and_when_the_wearer_was_bent_and_how_they_an
     assert alerts and alerts[1].count("<tr>") == 1 + 10
     assert "<td>10:07</td>" in alerts[1] and "<td>60 s</td>" in alerts[1] and "<td>90 s</td>" in alerts[1]
     assert 'id="timeline"' in page.text and "postureTimeline" in page.text
+
+
+def test_the_day_and_its_clock_times_are_the_wearers_local_ones(world: World):
+    with session_scope(world.engine) as session:
+        ana = session.get(Worker, world.ids["wa"])
+        assert ana is not None
+        ana.timezone = "Europe/Berlin"  # UTC+1 in January
+    day = dt.date(2026, 1, 14)
+    t0 = day_start_s(day) - 3600  # Berlin's midnight
+    upload(world, "W017", minutes_at(t0 + 10 * 3600, 30, 25) + [alert(t0 + 10 * 3600 + 300, 7, "corrected")])
+    page = signed_in(world, "worker_self").get(f"/me?day={day}").text
+    assert "mostly between 10:00 and 11:00" in summary_of(page)
+    assert "<td>10:05</td>" in page and "(Europe/Berlin)" in page
 
 
 def test_today_is_the_default_and_a_day_without_data_points_to_the_latest_one(world: World):
