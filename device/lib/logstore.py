@@ -46,6 +46,7 @@ class LogStore:
         self._size = 0
         if self.segments:
             self._recover_tail()
+            self._account_for_hole()
 
     # ---- boot -----------------------------------------------------------------------
     def _path(self, first_seq):
@@ -88,6 +89,23 @@ class LogStore:
             self._recover_tail()
             return
         self._size = valid
+
+    def _account_for_hole(self):
+        # Records after the last ACK that no segment holds: a power cut came between dropping
+        # unacknowledged segments and writing the GAP record that says so (the GAP is the
+        # first record of the segment after a drop).  Write that GAP now.
+        first = self.segments[0]
+        if first <= self.acked + 1:
+            return
+        for r in self.records():
+            if r.rtype == protocol.GAP:
+                gap = protocol.decode_payload(r.rtype, r.payload)
+                if gap["first_lost_seq"] <= self.acked + 1 and gap["first_lost_seq"] + gap["lost_count"] >= first:
+                    return  # already said
+        lost = first - 1 - self.acked
+        self.lost += lost
+        now = self.now_s() if self.now_s is not None else 0
+        self.append(protocol.GAP, protocol.encode_event(protocol.GAP, now if now > 0 else 0, self.acked + 1, lost))
 
     # ---- writing --------------------------------------------------------------------
     def append(self, rtype, payload):
