@@ -20,7 +20,9 @@ T0 = 1_767_600_000
 TASKS = {1: Task(1, "desk", "low"), 2: Task(2, "sorting", "high"), 3: Task(3, "lifting", "high")}
 
 
-def day(profile_deg: list[float], worn: list[bool] | None = None, activity: list[int] | None = None) -> MinuteSeries:
+def day(
+    profile_deg: list[float], worn: list[bool] | None = None, activity: list[int] | None = None
+) -> MinuteSeries:
     """Minutes whose whole 60 s sit in the 5° bin of the given flexion."""
     n = len(profile_deg)
     flex = np.zeros((n, protocol.ANGLE_BINS), np.uint16)
@@ -39,7 +41,9 @@ def seg(task: int, start_min: int, end_min: int) -> Segment:
 
 def test_a_day_that_rotates_in_time_to_a_different_posture_is_compliant() -> None:
     minutes = day([5.0] * 60 + [35.0] * 60 + [5.0] * 60)
-    result = day_compliance([seg(1, 0, 60), seg(2, 60, 120), seg(1, 120, 180)], minutes, Policy(60, 60), TASKS)
+    result = day_compliance(
+        [seg(1, 0, 60), seg(2, 60, 120), seg(1, 120, 180)], minutes, Policy(60, 60), TASKS
+    )
     assert result.compliant and result.overdue_min == 0
     assert (result.rotations_required, result.rotations_met) == (2, 2)
     assert [s["changed"] for s in result.switches] == [True, True]
@@ -85,7 +89,10 @@ def test_a_week_counts_only_tracked_days() -> None:
 def test_segments_are_inferred_from_lasting_activity_changes() -> None:
     act = [protocol.ACTIVITY_STATIC] * 30 + [protocol.ACTIVITY_WALKING] * 5 + [protocol.ACTIVITY_MOVING] * 20
     segments = infer_segments(day([5.0] * 55, activity=act), {"static": 1, "moving": 2})
-    assert [(s.task_id, (s.end_s - s.start_s) // 60, s.source) for s in segments] == [(1, 30, "inferred"), (2, 20, "inferred")]
+    assert [(s.task_id, (s.end_s - s.start_s) // 60, s.source) for s in segments] == [
+        (1, 30, "inferred"),
+        (2, 20, "inferred"),
+    ]
 
 
 def test_task_button_presses_become_segments_until_the_next_press() -> None:
@@ -96,3 +103,19 @@ def test_task_button_presses_become_segments_until_the_next_press() -> None:
     ]
     segments = segments_from_button_events(events, T0, T0 + 3600, [1, 2, 3])
     assert [(s.task_id, s.start_s - T0, s.end_s - T0) for s in segments] == [(1, 60, 600), (2, 600, 3600)]
+
+
+def test_the_firmwares_double_presses_step_through_the_teams_tasks() -> None:
+    # The one-button device cannot name a task: each double press (task_id 0) is "the next one".
+    events = [
+        {"time_s": T0 + m * 60, "action": protocol.BUTTON_TASK_SWITCH, "task_id": 0}
+        for m in (0, 50, 100, 150)
+    ]
+    segments = segments_from_button_events(events, T0, T0 + 4 * 3600, [1, 2, 3])
+    assert [(s.task_id, (s.end_s - s.start_s) // 60) for s in segments] == [
+        (1, 50),
+        (2, 50),
+        (3, 50),
+        (1, 90),
+    ]
+    assert all(a.task_id != b.task_id for a, b in zip(segments, segments[1:], strict=False))

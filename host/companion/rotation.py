@@ -177,9 +177,15 @@ def day_compliance(
     task = _task_per_minute(segments, minutes)
     result.tracked_min = int((task >= 0).sum())
     runs = _runs(task, minutes.start_s)
-    high = np.where(
-        task >= 0, np.array([1 if tasks.get(int(t)) and tasks[int(t)].load_class == "high" else -1 for t in task]), -1
-    ) if len(task) else task
+    high = (
+        np.where(
+            task >= 0,
+            np.array([1 if tasks.get(int(t)) and tasks[int(t)].load_class == "high" else -1 for t in task]),
+            -1,
+        )
+        if len(task)
+        else task
+    )
     spells = _runs(high, minutes.start_s)
     result.longest_task_min = max((length for _k, _f, length in runs), default=0)
     result.longest_high_load_min = max((length for _k, _f, length in spells), default=0)
@@ -261,18 +267,27 @@ def segments_from_button_events(
 ) -> list[Segment]:
     """Segments from the device's task-switch presses (BUTTON events, action task_switch): each
     lasts until the next press or the end of the day.  The event's task_id is a task id when it
-    is one, else an index into task_ids."""
+    is one, else an index into task_ids; 0, what the one-button firmware sends for its double
+    press, means "the next task": the first of task_ids at the day's first press, then each
+    press the one after the previous segment's (cycling), so every press is a real change."""
     presses = sorted(
         (int(e["time_s"]), int(e.get("task_id", 0)))
         for e in events
         if e.get("action") in (protocol.BUTTON_TASK_SWITCH, "task_switch")
     )
     out: list[Segment] = []
+    current = -1  # index in task_ids of the task the wearer is on
     for i, (t, tid) in enumerate(presses):
-        if tid not in task_ids:
-            if not 0 <= tid < len(task_ids):
-                continue
+        if tid == 0 and task_ids and 0 not in task_ids:
+            current = (current + 1) % len(task_ids)
+            tid = task_ids[current]
+        elif tid in task_ids:
+            current = task_ids.index(tid)
+        elif 0 <= tid < len(task_ids):
+            current = tid
             tid = task_ids[tid]
+        else:
+            continue
         end = presses[i + 1][0] if i + 1 < len(presses) else day_end_s
         start = max(t, day_start_s)
         if end > start:
