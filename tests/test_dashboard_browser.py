@@ -332,14 +332,18 @@ def test_worker_sees_only_their_own_day_and_is_denied_another_workers(
 ) -> None:
     sign_in(page, demo, SAM)
     sam, alex = demo.worker_ids["Sam"], demo.worker_ids["Alex"]
-    latest = demo.days[sam][-1]["date"]
-    expect(page).to_have_url(re.compile(rf"/workers/{sam}/days/{latest}$"))  # "/" → "/me" → their day
-    expect(page.get_by_role("heading", level=1)).to_have_text(f"Sam · {latest}")
+    expect(page).to_have_url(re.compile(r"/me$"))  # "/" → "/me": the wearer's own today page
+    expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"^Today, "))
+    expect(page.locator("#summary")).to_contain_text("You wore the sensor")  # Sam's demo half hour
     expect(page.locator("#timeline canvas")).to_be_visible()
     nav = page.locator("header nav")
     expect(nav.get_by_role("link", name="My day")).to_be_visible()
     expect(nav.get_by_role("link", name="Teams")).to_have_count(0)
     expect(nav.get_by_role("link", name="Devices")).to_have_count(0)
+    own = demo.days[sam][-1]["date"]
+    response = page.goto(f"/workers/{sam}/days/{own}")  # their own worker-day page stays open to them
+    assert response is not None and response.status == 200
+    expect(page.get_by_role("heading", level=1)).to_have_text(f"Sam · {own}")
     problems.assert_none()
     for path in (f"/workers/{alex}/days/{demo.days[alex][-1]['date']}", "/teams", "/teams/1", "/devices"):
         response = page.goto(path)
