@@ -18,3 +18,14 @@ class BenchResult:
     rows: list[list[Any]]
     figures: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+
+
+def one_device_store(db_path: Any, device_id: str, key: bytes) -> Any:
+    """A fresh SQLite companion at ``db_path`` with one team, worker and registered device."""
+    from companion.store import Device, Organisation, Team, Worker, open_store, session_scope
+
+    engine = open_store(f"sqlite:///{db_path}")
+    with session_scope(engine) as session:
+        team = Team(organisation=Organisation(name="bench"), name="bench")
+        session.add(Device(device_id=device_id, key=key, worker=Worker(team=team, name="bench")))
+    return engine

@@ -21,7 +21,7 @@ from typing import Any
 
 from rich.progress import Progress
 
-from bench import BenchResult
+from bench import BenchResult, one_device_store
 
 HOURS = 8.0
 SEED = 21
@@ -38,7 +38,6 @@ def _wear_the_day(
     presses: list[tuple[float, float]] | None = None,
     host: bool = True,
 ) -> dict[str, Any]:
-    from companion.store import Device, Organisation, Team, Worker, open_store, session_scope
     from companion.sync.emulated import sync_into_store
     from emulator.runner import Board
     from emulator.scenarios import generate
@@ -49,10 +48,7 @@ def _wear_the_day(
     task = progress.add_task(label, total=recording.duration_s + 300)
     with tempfile.TemporaryDirectory(prefix="bench-energy-") as tmp:
         work = Path(tmp)
-        engine = open_store(f"sqlite:///{work / 'companion.db'}")
-        with session_scope(engine) as session:
-            team = Team(organisation=Organisation(name="bench"), name="bench")
-            session.add(Device(device_id="E001", key=key, worker=Worker(team=team, name="bench")))
+        engine = one_device_store(work / "companion.db", "E001", key)
         board = Board(config={"odr_hz": ODR_HZ, "drain_ms": DRAIN_MS, **config}, button_presses=presses or [])
         wearer = Wearer("E001", key, recording, 1_767_600_000, board=board)
         sync = sync_into_store(engine, "E001")

@@ -23,7 +23,7 @@ from typing import Any
 from rich.progress import Progress
 
 import protocol
-from bench import BenchResult
+from bench import BenchResult, one_device_store
 from bench.airtime import LinkModel, session_time
 from companion.sync.session import DEFAULT_WINDOW
 
@@ -33,7 +33,7 @@ SEED = 21
 
 def run(progress: Progress) -> BenchResult:
     from companion.ingest import ingest_batch
-    from companion.store import Device, MinuteSummary, Organisation, Team, Worker, open_store, session_scope
+    from companion.store import MinuteSummary, session_scope
     from companion.sync.emulated import sync_into_store
     from emulator.scenarios import generate
     from emulator.workday import Wearer, run_day
@@ -49,10 +49,7 @@ def run(progress: Progress) -> BenchResult:
 
     with tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp:
         work = Path(tmp)
-        engine = open_store(f"sqlite:///{work / 'companion.db'}")
-        with session_scope(engine) as session:
-            team = Team(organisation=Organisation(name="bench"), name="bench")
-            session.add(Device(device_id="B001", key=key, worker=Worker(team=team, name="bench")))
+        engine = one_device_store(work / "companion.db", "B001", key)
         progress.update(task, description="wearing (firmware in micropython)")
         wearer = Wearer("B001", key, recording, 1_767_600_000)
         day = run_day(
@@ -69,10 +66,7 @@ def run(progress: Progress) -> BenchResult:
         # Baseline: the same framed records ingested in-process, no radio, fresh database.
         frames = [n for n in sent if n[0] in (protocol.FRAME_RECORDS, protocol.FRAME_PART, protocol.FRAME_PART_END)]
         records = protocol.unpack_data_frames(frames) if frames else []
-        engine2 = open_store(f"sqlite:///{work / 'baseline.db'}")
-        with session_scope(engine2) as session:
-            team = Team(organisation=Organisation(name="bench"), name="bench")
-            session.add(Device(device_id="B001", key=key, worker=Worker(team=team, name="bench")))
+        engine2 = one_device_store(work / "baseline.db", "B001", key)
         t0 = time.perf_counter()
         with session_scope(engine2) as session:
             blob = b"".join(records)
