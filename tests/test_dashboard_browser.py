@@ -54,6 +54,7 @@ ALEX = "alex@demo.posture"
 SAM = "sam@demo.posture"
 MEDIAN_STROKE_RGB = (0x1D, 0x35, 0x57)  # charts.js: the timeline's median flexion line
 TREND_STROKE_RGB = (0x45, 0x7B, 0x9D)  # charts.js: the team trend line
+HIGH_LOAD_RGB = (214, 40, 40)  # charts.js LOAD_FILL.high: a high-load task's band under the timeline
 
 
 @dataclass
@@ -241,7 +242,7 @@ def test_ergonomist_signs_in_through_the_form_and_sees_the_team_exposure_rows(
     expect(page).to_have_url(re.compile(r"/teams$"))
     page.get_by_role("link", name="Parcel hub, day shift").click()
     expect(page.get_by_role("heading", name="Exposure by worker")).to_be_visible()
-    rows = page.locator("table.data tbody tr")
+    rows = page.locator("#exposure tbody tr")
     expect(rows).to_have_count(2)
     for name, worker_id in demo.worker_ids.items():
         row = rows.filter(has=page.get_by_role("link", name=name, exact=True))
@@ -296,7 +297,7 @@ def test_worker_csv_link_downloads_that_workers_days(page: Page, demo: Demo) -> 
     sign_in(page, demo, ERGONOMIST)
     page.get_by_role("link", name="Parcel hub, day shift").click()
     sam = demo.worker_ids["Sam"]
-    sam_row = page.locator("table.data tbody tr").filter(has=page.get_by_role("link", name="Sam", exact=True))
+    sam_row = page.locator("#exposure tbody tr").filter(has=page.get_by_role("link", name="Sam", exact=True))
     with page.expect_download() as download_info:
         sam_row.get_by_role("link", name="CSV", exact=True).click()
     download = download_info.value
@@ -325,6 +326,58 @@ def test_team_csv_link_downloads_one_row_per_worker_day(page: Page, demo: Demo) 
     expected = sorted((name, day["date"]) for name, wid in demo.worker_ids.items() for day in demo.days[wid])
     assert sorted((r["worker"], r["date"]) for r in rows) == expected
     assert all(r["team_id"] == "1" and float(r["worn_s"]) > 0 for r in rows)
+
+
+def test_team_page_shows_rotation_compliance_and_the_worker_day_its_task_segments(
+    page: Page, demo: Demo, problems: PageProblems
+) -> None:
+    # The demo's task plan: Alex starts at the desk (low load), Sam sorting (high load, at most
+    # 60 min in a row); in the demo's half hour neither has to rotate yet.
+    sam = demo.worker_ids["Sam"]
+    day = dt.date.fromisoformat(demo.days[sam][-1]["date"])
+    week = "{}-W{:02d}".format(*day.isocalendar()[:2])
+    sign_in(page, demo, ERGONOMIST)
+    page.goto(f"/teams/1?week={week}")
+    expect(page.get_by_role("heading", name=f"Task rotation compliance, week {week}")).to_be_visible()
+    compliance = page.get_by_role("table", name=f"Task rotation compliance, week {week}")
+    for name, worker_id in demo.worker_ids.items():
+        cells = compliance.locator(f'tbody tr[data-worker="{worker_id}"] td')
+        expect(cells.nth(0)).to_have_text(name)
+        expect(cells.nth(1)).to_have_text("1")  # one day assessed: the task plan covers the half hour
+        expect(cells.nth(4)).to_have_text("0")  # nothing overdue
+        expect(cells.nth(9)).to_have_text("yes")  # compliant
+    expect(compliance.locator("tfoot td").nth(0)).to_have_text(str(len(demo.worker_ids)))
+    page.wait_for_function("document.querySelector('#weeks canvas') !== null")  # the weeks' chart
+    # From Sam's day in the table to the worker-day page: the tasks under the flexion timeline.
+    compliance.locator(f'tr[data-worker="{sam}"] td.days a').first.click()
+    expect(page).to_have_url(re.compile(rf"/workers/{sam}/days/{day}$"))
+    segments = page.get_by_role("table", name="Task segments").locator("tbody tr")
+    expect(segments.first.locator("td")).to_have_text(
+        [
+            re.compile("Sorting"),
+            "high",
+            re.compile(r"\d\d:\d\d"),
+            re.compile(r"\d\d:\d\d"),
+            re.compile(r"\d+"),
+            "api",
+        ]
+    )
+    expect(page.locator("#verdict")).to_have_text("Compliant.")
+    page.wait_for_function("document.querySelector('#timeline canvas') !== null")
+    band: int = page.evaluate(
+        """([r, g, b]) => {
+            const canvas = document.querySelector("#timeline canvas");
+            const px = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+            let n = 0;  // translucent pixels in the band's colour (alert lines are opaque)
+            for (let i = 0; i < px.length; i += 4)
+                if (px[i + 3] > 20 && px[i + 3] < 120 && Math.abs(px[i] - r) < 30 && Math.abs(px[i + 1] - g) < 30
+                    && Math.abs(px[i + 2] - b) < 30) n++;
+            return n;
+        }""",
+        list(HIGH_LOAD_RGB),
+    )
+    assert band > 5000, f"no high-load task band under Sam's timeline ({band} px)"
+    problems.assert_none()
 
 
 def test_worker_sees_only_their_own_day_and_is_denied_another_workers(

@@ -31,7 +31,7 @@ from companion.api.routes.rotation import parse_week
 from companion.exposure import ISO_ZONES
 from companion.store.models import DailyExposure, Device, DeviceSettings, Worker
 from companion.web import csrf
-from companion.web.pages import _denied, _page, _signed_in
+from companion.web.pages import _denied, _page, _signed_in, iso_week
 from companion.web.plain_language import (
     alert_tally,
     busiest_hour,
@@ -73,11 +73,6 @@ def _tz(worker: Worker) -> ZoneInfo:
 
 def local_today(worker: Worker) -> dt.date:
     return dt.datetime.now(_tz(worker)).date()
-
-
-def iso_week(day: dt.date) -> str:
-    year, week, _ = day.isocalendar()
-    return f"{year}-W{week:02d}"
 
 
 # ---- today ------------------------------------------------------------------------------------

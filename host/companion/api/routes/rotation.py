@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib
 import re
 from types import ModuleType
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import select
@@ -23,7 +24,7 @@ from companion.api.deps import (
     visible_worker,
 )
 from companion.api.routes.exposure import day_bounds
-from companion.api.schemas import PolicyIn, PolicyOut, SegmentIn, SegmentOut, TaskIn, TaskOut
+from companion.api.schemas import Day, Id, PolicyIn, PolicyOut, SegmentIn, SegmentOut, TaskIn, TaskOut
 from companion.store.models import Event, MinuteSummary, RotationPolicy, Task, TaskSegment, Team, Worker
 
 router = APIRouter(tags=["rotation"])
@@ -94,7 +95,7 @@ def create_task(
 
 @router.put("/tasks/{task_id}", response_model=TaskOut)
 def update_task(
-    task_id: int,
+    task_id: Id,
     body: TaskIn,
     principal: Principal = Depends(managers),
     session: Session = Depends(get_session),
@@ -114,7 +115,7 @@ def update_task(
 
 @router.delete("/tasks/{task_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_task(
-    task_id: int, principal: Principal = Depends(managers), session: Session = Depends(get_session)
+    task_id: Id, principal: Principal = Depends(managers), session: Session = Depends(get_session)
 ) -> None:
     task = _task(session, task_id)
     if not _may_edit_task_of(principal, task.team_id):
@@ -138,7 +139,7 @@ def _policy_out(team_id: int, policy: RotationPolicy | None) -> PolicyOut:
 
 @router.get("/teams/{team_id}/rotation/policy", response_model=PolicyOut)
 def get_policy(
-    team_id: int, principal: Principal = Depends(current_principal), session: Session = Depends(get_session)
+    team_id: Id, principal: Principal = Depends(current_principal), session: Session = Depends(get_session)
 ) -> PolicyOut:
     """The team's policy (no limits when none was set)."""
     visible_team(session, principal, team_id)
@@ -149,7 +150,7 @@ def get_policy(
 
 @router.put("/teams/{team_id}/rotation/policy", response_model=PolicyOut)
 def put_policy(
-    team_id: int,
+    team_id: Id,
     body: PolicyIn,
     principal: Principal = Depends(managers),
     session: Session = Depends(get_session),
@@ -171,8 +172,9 @@ def put_policy(
 
 @router.get("/workers/{worker_id}/segments", response_model=list[SegmentOut])
 def list_segments(
-    worker_id: int,
-    day: dt.date = Query(..., alias="date", description="The worker's local day (YYYY-MM-DD)"),
+    worker_id: Id,
+    # Annotated, not `= Query(...)`: with a default FastAPI drops Day's validator.
+    day: Annotated[Day, Query(alias="date", description="The worker's local day (YYYY-MM-DD)")],
     principal: Principal = Depends(current_principal),
     session: Session = Depends(get_session),
 ) -> list[TaskSegment]:
@@ -193,7 +195,7 @@ def _segments(session: Session, worker_id: int, t0: int, t1: int) -> list[TaskSe
 
 @router.post("/workers/{worker_id}/segments", response_model=SegmentOut, status_code=status.HTTP_201_CREATED)
 def add_segment(
-    worker_id: int,
+    worker_id: Id,
     body: SegmentIn,
     principal: Principal = Depends(current_principal),
     session: Session = Depends(get_session),
@@ -220,8 +222,8 @@ def add_segment(
 
 @router.delete("/workers/{worker_id}/segments/{segment_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_segment(
-    worker_id: int,
-    segment_id: int,
+    worker_id: Id,
+    segment_id: Id,
     principal: Principal = Depends(current_principal),
     session: Session = Depends(get_session),
 ) -> None:
@@ -236,7 +238,8 @@ def delete_segment(
 # ---- compliance -----------------------------------------------------------------------------------
 
 
-def _policy_and_tasks(rot: ModuleType, session: Session, team_id: int | None) -> tuple[Any, dict[int, Any]]:
+def policy_and_tasks(rot: ModuleType, session: Session, team_id: int | None) -> tuple[Any, dict[int, Any]]:
+    """The team's rotation.Policy (no limits when none was set) and the tasks it may use, by id."""
     row = session.scalar(select(RotationPolicy).where(RotationPolicy.team_id == team_id)) if team_id else None
     policy = (
         rot.Policy(row.max_task_min, row.max_high_load_min, row.min_profile_change_deg)
@@ -248,17 +251,12 @@ def _policy_and_tasks(rot: ModuleType, session: Session, team_id: int | None) ->
     return policy, tasks
 
 
-def day_compliance(
-    rot: ModuleType,
-    session: Session,
-    worker: Worker,
-    day: dt.date,
-    policy: Any,
-    tasks: dict[int, Any],
-    infer: bool,
-) -> Any:
-    """The worker-day's compliance: segments recorded (API) plus those from the device's task
-    button; inferred from activity only when asked and nothing was recorded."""
+def day_segments(
+    rot: ModuleType, session: Session, worker: Worker, day: dt.date, tasks: dict[int, Any], infer: bool
+) -> tuple[list[Any], Any]:
+    """The worker-day's task segments as compliance counts them, and its minutes: segments
+    recorded (API) plus those from the device's task button; inferred from activity only when
+    asked and nothing was recorded.  Segments are cut to the day, sorted by start."""
     t0, t1 = day_bounds(worker, day)
     minute_rows = session.scalars(
         select(MinuteSummary)
@@ -284,23 +282,49 @@ def day_compliance(
     if not segments and infer:
         segments = rot.infer_segments(minutes)
     segments.sort(key=lambda s: s.start_s)
+    return segments, minutes
+
+
+def day_compliance(
+    rot: ModuleType,
+    session: Session,
+    worker: Worker,
+    day: dt.date,
+    policy: Any,
+    tasks: dict[int, Any],
+    infer: bool,
+) -> Any:
+    """The worker-day's compliance (rotation.day_compliance) over day_segments'."""
+    segments, minutes = day_segments(rot, session, worker, day, tasks, infer)
     return rot.day_compliance(segments, minutes, policy, tasks)
 
 
 @router.get("/workers/{worker_id}/rotation/{day}")
 def worker_rotation(
-    worker_id: int,
-    day: dt.date,
+    worker_id: Id,
+    day: Day,
     infer: bool = Query(False, description="Infer segments from activity when none were recorded"),
     principal: Principal = Depends(current_principal),
     session: Session = Depends(get_session),
 ) -> dict[str, Any]:
-    """Rotation compliance of a worker-day (companion.rotation.DayCompliance.as_dict())."""
+    """Rotation compliance of a worker-day (companion.rotation.DayCompliance.as_dict()), with the
+    team's policy it was judged by and the task segments it counted (source: button, api or
+    inferred; an inferred segment's task_id is the index of its activity class)."""
     worker = visible_worker(session, principal, worker_id)
     rot = rotation_module()
-    policy, tasks = _policy_and_tasks(rot, session, worker.team_id)
-    result = day_compliance(rot, session, worker, day, policy, tasks, infer)
-    return {"worker_id": worker_id, "date": day.isoformat(), **result.as_dict()}
+    policy, tasks = policy_and_tasks(rot, session, worker.team_id)
+    segments, minutes = day_segments(rot, session, worker, day, tasks, infer)
+    result = rot.day_compliance(segments, minutes, policy, tasks)
+    return {
+        "worker_id": worker_id,
+        "date": day.isoformat(),
+        **result.as_dict(),
+        "policy": dataclasses.asdict(policy),
+        "segments": [
+            {"task_id": s.task_id, "start_s": s.start_s, "end_s": s.end_s, "source": s.source}
+            for s in segments
+        ],
+    }
 
 
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
@@ -322,7 +346,7 @@ def parse_week(week: str | None) -> dt.date:
 
 @router.get("/teams/{team_id}/rotation")
 def team_rotation(
-    team_id: int,
+    team_id: Id,
     week: str | None = Query(None, description="ISO week, e.g. 2026-W48; default: this week"),
     infer: bool = Query(False),
     principal: Principal = Depends(current_principal),
@@ -332,7 +356,7 @@ def team_rotation(
     visible_team(session, principal, team_id)
     monday = parse_week(week)
     rot = rotation_module()
-    policy, tasks = _policy_and_tasks(rot, session, team_id)
+    policy, tasks = policy_and_tasks(rot, session, team_id)
     workers_out = []
     all_days = []
     for worker in session.scalars(select(Worker).where(Worker.team_id == team_id).order_by(Worker.id)):
