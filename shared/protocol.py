@@ -546,6 +546,7 @@ def _get_run(p, pos, where):
     pos += 1
     bins = [0] * ANGLE_BINS
     first = i
+    total = 0  # summed on the way: the host decodes every minute it stores
     while True:
         if pos >= n:
             raise ProtocolError("MINUTE payload ends inside %s" % where)
@@ -553,36 +554,41 @@ def _get_run(p, pos, where):
             raise ProtocolError("MINUTE.%s runs past bin %d" % (where, ANGLE_BINS - 1))
         b = p[pos]
         pos += 1
-        bins[i] = b & 0x7F
+        v = b & 0x7F
+        bins[i] = v
+        total += v
         i += 1
         if b & _LAST_BIN:
             break
     if not bins[first] or not bins[i - 1]:
         raise ProtocolError("MINUTE.%s run starts or ends with an empty bin" % where)
-    _check_total(bins, where)
+    if total > _MINUTE_S:
+        _too_long(where, total)
     return bins, pos
 
 
-def _check_total(bins, where):
-    total = 0
-    for v in bins:
-        total += v
-    if total > _MINUTE_S:
-        raise ProtocolError("MINUTE.%s adds up to %d s, more than a minute" % (where, total))
+def _too_long(where, total):
+    raise ProtocolError("MINUTE.%s adds up to %d s, more than a minute" % (where, total))
 
 
 def _get_masked(p, pos, present, shift, count, where):
     out = [0] * count
     n = len(p)
+    total = 0
+    bit = 1 << shift
     for i in range(count):
-        if present & (1 << (i + shift)):
+        if present & bit:
             if pos >= n:
                 raise ProtocolError("MINUTE payload ends inside %s" % where)
-            if not p[pos]:
+            v = p[pos]
+            if not v:
                 raise ProtocolError("MINUTE.%s[%d] is marked present but zero" % (where, i))
-            out[i] = p[pos]
+            out[i] = v
+            total += v
             pos += 1
-    _check_total(out, where)
+        bit <<= 1
+    if total > _MINUTE_S:
+        _too_long(where, total)
     return out, pos
 
 
@@ -606,6 +612,12 @@ def _decode_minute(p):
         inclination, pos = _get_run(p, pos, "inclination_bins_s")
     else:
         inclination = [0] * ANGLE_BINS
+    return _minute_fields(p, pos, present, start_s, worn_s, activity_s, lateral, flexion, inclination)
+
+
+def _minute_fields(p, pos, present, start_s, worn_s, activity_s, lateral, flexion, inclination):
+    # The sections after the histograms, laid out alike in MINUTE and MINUTE2, then the dict.
+    n = len(p)
     alert_count = longest_bout_s = 0
     velocity = curvature = None
     if present & _P_EXPOSURE:
@@ -712,7 +724,9 @@ def encode_minute2(
         if lateral_bins_s[i]:
             last = i
     if total != (posture if last >= 0 else 0):
-        raise ProtocolError("MINUTE2.lateral_bins_s adds up to %d, not the %d posture seconds" % (total, posture))
+        raise ProtocolError(
+            "MINUTE2.lateral_bins_s adds up to %d, not the %d posture seconds" % (total, posture)
+        )
     for i in range(last):
         if lateral_bins_s[i]:
             body.append(lateral_bins_s[i])
@@ -834,14 +848,7 @@ def _decode_minute2(p):
                 raise ProtocolError("MINUTE2.%s is missing for %d posture seconds" % (where, posture))
             bins = list(zeros)
         hist.append(bins)
-    # the optional tail is laid out as in MINUTE: decode it with MINUTE's code
-    tail = struct.pack("<IBH", start_s, worn_s, present & (_P_EXPOSURE | _P_VELOCITY | _P_CURVATURE)) + p[pos:]
-    rest = _decode_minute(tail)
-    rest["activity_s"] = activity_s
-    rest["lateral_bins_s"] = lateral
-    rest["flexion_bins_s"] = hist[0]
-    rest["inclination_bins_s"] = hist[1]
-    return rest
+    return _minute_fields(p, pos, present, start_s, worn_s, activity_s, lateral, hist[0], hist[1])
 
 
 # ---- payloads by type -----------------------------------------------------------------------
@@ -931,6 +938,15 @@ def decode_record(buf, offset=0):
 
     Raises ProtocolError for a truncated record, a CRC mismatch or a payload that does not
     parse, and UnknownRecordType (a ProtocolError) for a good CRC on an unknown type code."""
+    record, _fields, _crc, end = decode_record_fields(buf, offset)
+    return record, end
+
+
+def decode_record_fields(buf, offset=0):
+    """(Record, fields, crc, offset of the next record): decode_record, keeping what checking
+    the record computed anyway -- its payload's fields (the dict decode_payload gives) and its
+    CRC -- so a host that stores them does not decode the payload twice.  Raises as
+    decode_record does."""
     n = len(buf)
     if offset < 0 or offset > n:
         raise ProtocolError("offset %d is outside the %d-byte buffer" % (offset, n))
@@ -951,8 +967,8 @@ def decode_record(buf, offset=0):
             % (seq, offset, rtype, PROTOCOL_VERSION)
         )
     payload = bytes(buf[offset + _HEAD : end - 4])
-    decode_payload(rtype, payload)
-    return Record(seq, rtype, payload), end
+    fields = decode_payload(rtype, payload)
+    return Record(seq, rtype, payload), fields, crc, end
 
 
 def decode_records(data):

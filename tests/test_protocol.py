@@ -189,6 +189,18 @@ def test_every_record_type_round_trips(rtype):
         assert end == len(record.payload) + 10
 
 
+@pytest.mark.parametrize("rtype", sorted(p.RECORD_NAMES), ids=lambda t: p.RECORD_NAMES[t])
+def test_decode_record_fields_gives_the_fields_and_crc_it_checked(rtype):
+    rng = random.Random(rtype)
+    fields = random_fields(rng, rtype)
+    framed = frame(7, rtype, fields) + frame(8, rtype, fields)
+    record, decoded, crc, end = p.decode_record_fields(framed)
+    assert (record, end) == p.decode_record(framed)
+    assert decoded == fields == p.decode_payload(rtype, record.payload)
+    assert crc.to_bytes(4, "little") == framed[end - 4 : end]
+    assert p.decode_record_fields(framed, end)[0].seq == 8
+
+
 @pytest.mark.parametrize("rtype", EVENT_TYPES, ids=lambda t: p.RECORD_NAMES[t])
 def test_event_payload_has_its_documented_size(rtype):
     fields = random_event(random.Random(0), rtype)
