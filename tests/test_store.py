@@ -22,6 +22,7 @@ from companion.settings import Settings
 from companion.store import (
     DailyExposure,
     Device,
+    Event,
     MinuteSummary,
     Organisation,
     Record,
@@ -37,6 +38,7 @@ from companion.store import (
     session_scope,
     upgrade_database,
 )
+from companion.store.bulk import BulkInsert
 
 POSTGRES_URL_ENV = "POSTURE_TEST_POSTGRES_URL"
 TABLES = {
@@ -143,6 +145,38 @@ def test_the_same_seq_from_two_devices_is_fine(engine: Engine):
             [{"device_pk": pk, "seq": 7, "rtype": 5, "payload": b"", "crc": 0} for pk in (a, b)],
         )
         assert session.scalar(sa.select(sa.func.count()).select_from(Record)) == 2
+
+
+def test_a_bulk_insert_stores_what_a_core_insert_stores(engine: Engine):
+    worker_id, device_pk = add_worker_and_device(engine)
+    received = dt.datetime(2026, 1, 1, 7, 30, 15, 123456, tzinfo=dt.UTC)
+    fields = {"start_s": 1_767_250_000, "time_to_correct_s": None, "outcome": 0}
+    event = {"rtype": "alert", "time_s": 1_767_250_000, "fields": fields}
+    record = {"rtype": 3, "payload": b"\x00\xff", "crc": 4_000_000_000}
+    events = BulkInsert(Event, ("seq", *event), constants=("device_pk", "worker_id"))
+    records = BulkInsert(Record, ("seq", *record), constants=("device_pk", "received_at"))
+    with session_scope(engine) as session:
+        connection = session.connection()
+        events.execute(connection, [(1, *event.values())], device_pk=device_pk, worker_id=worker_id)
+        records.execute(connection, [(1, *record.values())], device_pk=device_pk, received_at=received)
+        session.execute(
+            sa.insert(Event), [{**event, "seq": 2, "device_pk": device_pk, "worker_id": worker_id}]
+        )
+        session.execute(
+            sa.insert(Record), [{**record, "seq": 2, "device_pk": device_pk, "received_at": received}]
+        )
+    with session_scope(engine) as session:
+        for model in (Event, Record):
+            bulk, core = session.execute(sa.select(model.__table__).order_by(model.seq)).all()
+            assert bulk._asdict() | {"id": 0, "seq": 0} == core._asdict() | {"id": 0, "seq": 0}
+        stored = session.scalars(sa.select(Record).where(Record.seq == 1)).one()
+        assert (stored.device_pk, stored.payload, stored.crc) == (device_pk, b"\x00\xff", 4_000_000_000)
+        assert stored.received_at.replace(tzinfo=None) == received.replace(tzinfo=None)
+        assert session.scalars(sa.select(Event.fields).where(Event.seq == 1)).one() == fields
+    with pytest.raises(TypeError, match="constants"), session_scope(engine) as session:
+        records.execute(session.connection(), [], device_pk=device_pk)
+    with pytest.raises(IntegrityError), session_scope(engine) as session:  # seq 1 is taken
+        records.execute(session.connection(), [(1, 3, b"", 0)], device_pk=device_pk, received_at=received)
 
 
 def test_user_roles_are_checked(engine: Engine):

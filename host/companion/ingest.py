@@ -28,18 +28,20 @@ import hmac
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import protocol
 from companion import exposure
 from companion.settings import get_settings
+from companion.store.bulk import BulkInsert
 from companion.store.models import Device, Event, MinuteSummary, Record, Worker, utc_now
 
-BATCH_MAC_CONTEXT = protocol.BATCH_MAC_CONTEXT  # the construction is protocol.batch_mac; here with CPython's native hmac
+# The construction is protocol.batch_mac; here with CPython's native hmac.
+BATCH_MAC_CONTEXT = protocol.BATCH_MAC_CONTEXT
 BATCH_MAC_SIZE = 32
 
 # Record types whose time puts them on a worker-day's exposure.
@@ -88,21 +90,32 @@ def batch_mac(key: bytes, device_id: str, frames: bytes) -> bytes:
     return hmac.new(key, BATCH_MAC_CONTEXT + bytes([len(ident)]) + ident + frames, hashlib.sha256).digest()
 
 
-def decode_batch(frames: bytes) -> list[protocol.Record]:
-    """The records of a batch; MalformedBatch names the first bad one (index, seq, offset)."""
-    records: list[protocol.Record] = []
+class DecodedRecord(NamedTuple):
+    """A record of a batch as decode_batch checked it: what the store keeps of it."""
+
+    seq: int
+    rtype: int
+    payload: bytes
+    crc: int
+    fields: dict[str, Any]  # protocol.decode_payload's dict
+
+
+def decode_batch(frames: bytes) -> list[DecodedRecord]:
+    """The records of a batch, each decoded once (framing, CRC, payload fields);
+    MalformedBatch names the first bad one (index, seq, offset)."""
+    records: list[DecodedRecord] = []
     pos = 0
     n = len(frames)
     while pos < n:
         try:
-            record, nxt = protocol.decode_record(frames, pos)
+            record, fields, crc, nxt = protocol.decode_record_fields(frames, pos)
         except protocol.ProtocolError as exc:
             seq = struct.unpack_from("<I", frames, pos)[0] if n - pos >= 4 else None
             where = f"record #{len(records)}" + (
                 f" (seq {seq}, if its header is intact)" if seq is not None else ""
             )
             raise MalformedBatch(f"{where} at byte {pos} does not decode: {exc}; batch rejected") from exc
-        records.append(record)
+        records.append(DecodedRecord(record.seq, record.rtype, record.payload, crc, fields))
         pos = nxt
     return records
 
@@ -114,14 +127,19 @@ def _event_time(fields: dict[str, Any]) -> int:
     raise ValueError(f"event has no time field: {sorted(fields)}")
 
 
-def _find_device(session: Session, device_id: str) -> Device:
-    device = session.scalars(select(Device).where(Device.device_id == device_id)).one_or_none()
-    if device is None:
+def _find_device(session: Session, device_id: str) -> tuple[Device, str | None]:
+    """The device and its worker's time zone (None without a worker), in one query."""
+    found = session.execute(
+        select(Device, Worker.timezone)
+        .outerjoin(Worker, Worker.id == Device.worker_id)
+        .where(Device.device_id == device_id)
+    ).one_or_none()
+    if found is None:
         raise UnknownDevice(
             f"device {device_id!r} is not registered with this companion: register it (with its key) "
             "before syncing"
         )
-    return device
+    return found[0], found[1]
 
 
 def _check_mac(device: Device, frames: bytes, batch_hmac: bytes | None, require_hmac: bool) -> None:
@@ -144,11 +162,12 @@ def _check_mac(device: Device, frames: bytes, batch_hmac: bytes | None, require_
 
 
 def _split_new(
-    session: Session, device: Device, records: Sequence[protocol.Record]
-) -> tuple[list[protocol.Record], int]:
-    """(records not stored yet, number of replays); ConflictingReplay on a changed seq."""
+    session: Session, device: Device, records: Sequence[DecodedRecord]
+) -> tuple[list[DecodedRecord], int, dict[int, tuple[int, bytes]]]:
+    """(records not stored yet, number of replays, {seq: (rtype, payload)} of every seq stored
+    in the batch's seq range once the new records are); ConflictingReplay on a changed seq."""
     if not records:
-        return [], 0
+        return [], 0, {}
     seqs = [r.seq for r in records]
     stored = {
         seq: (rtype, bytes(payload))
@@ -158,10 +177,10 @@ def _split_new(
             )
         )
     }
-    new: list[protocol.Record] = []
+    new: list[DecodedRecord] = []
     duplicate = 0
     for record in records:
-        content = (record.rtype, bytes(record.payload))
+        content = (record.rtype, record.payload)
         known = stored.get(record.seq)
         if known is None:
             stored[record.seq] = content
@@ -174,30 +193,40 @@ def _split_new(
                 f"({protocol.RECORD_NAMES[record.rtype]}, stored: {protocol.RECORD_NAMES.get(known[0], known[0])}); "
                 "a device must never reuse a seq: batch rejected"
             )
-    return new, duplicate
+    return new, duplicate, stored
 
 
-def _advance_contiguous(session: Session, device: Device) -> int | None:
+def _advance_contiguous(
+    session: Session, device: Device, in_range: dict[int, tuple[int, bytes]]
+) -> int | None:
     """Move device.contiguous_seq over the stored seqs and the seqs GAP records declare lost.
 
-    Reads only the seqs above the current mark: normally just the batch just stored."""
+    `in_range` holds every stored seq from the lowest to the highest of the batch (what
+    _split_new read, plus the batch): only the stored seqs above the mark outside that range
+    are read, normally none."""
     after = -1 if device.contiguous_seq is None else device.contiguous_seq
+    outside = Record.seq > after
+    if in_range:
+        outside &= (Record.seq < min(in_range)) | (Record.seq > max(in_range))
     rows = session.execute(
-        select(Record.seq, Record.rtype)
-        .where(Record.device_pk == device.id, Record.seq > after)
-        .order_by(Record.seq)
+        select(Record.seq, Record.rtype).where(Record.device_pk == device.id, outside)
     ).all()
-    if not rows:
-        return device.contiguous_seq
     # Intervals [first, last] of seqs that are accounted for.
-    spans = [(seq, seq) for seq, _ in rows]
+    spans = [(seq, seq) for seq in in_range if seq > after]
+    spans += [(seq, seq) for seq, _ in rows]
+    gap_payloads = [
+        payload for seq, (rtype, payload) in in_range.items() if seq > after and rtype == protocol.GAP
+    ]
     gap_seqs = [seq for seq, rtype in rows if rtype == protocol.GAP]
     if gap_seqs:
-        for payload in session.scalars(
+        gap_payloads += session.scalars(
             select(Record.payload).where(Record.device_pk == device.id, Record.seq.in_(gap_seqs))
-        ):
-            gap = protocol.decode_payload(protocol.GAP, payload)
-            spans.append((gap["first_lost_seq"], gap["first_lost_seq"] + gap["lost_count"] - 1))
+        )
+    if not spans:
+        return device.contiguous_seq
+    for payload in gap_payloads:
+        gap = protocol.decode_payload(protocol.GAP, payload)
+        spans.append((gap["first_lost_seq"], gap["first_lost_seq"] + gap["lost_count"] - 1))
     spans.sort()
     reach = device.contiguous_seq
     if reach is None:
@@ -208,6 +237,28 @@ def _advance_contiguous(session: Session, device: Device) -> int | None:
         reach = max(reach, last)
     device.contiguous_seq = reach
     return reach
+
+
+# Rows go in by one executemany per table (store/bulk.py says what that leaves out and why).
+_RECORDS = BulkInsert(Record, ("seq", "rtype", "payload", "crc"), constants=("device_pk", "received_at"))
+_MINUTES = BulkInsert(
+    MinuteSummary,
+    (
+        "seq",
+        "start_s",
+        "worn_s",
+        "flexion_bins",
+        "inclination_bins",
+        "lateral_bins",
+        "activity_s",
+        "alert_count",
+        "longest_bout_s",
+        "mean_velocity_ddps",
+        "curvature_mean_ddeg",
+    ),
+    constants=("device_pk", "worker_id"),
+)
+_EVENTS = BulkInsert(Event, ("seq", "rtype", "time_s", "fields"), constants=("device_pk", "worker_id"))
 
 
 def ingest_batch(
@@ -244,96 +295,67 @@ def _ingest(
     frames = bytes(frames)
     if require_hmac is None:
         require_hmac = get_settings().require_batch_hmac
-    device = _find_device(session, device_id)
+    device, timezone = _find_device(session, device_id)
     _check_mac(device, frames, batch_hmac, require_hmac)
     records = decode_batch(frames)
-    new, duplicate = _split_new(session, device, records)
+    new, duplicate, in_range = _split_new(session, device, records)
 
     worker_id = device.worker_id
-    tz: ZoneInfo | None = None
-    if worker_id is not None:
-        worker = session.get(Worker, worker_id)
-        tz = ZoneInfo(worker.timezone if worker is not None and worker.timezone else "UTC")
     now = utc_now()
-    record_rows: list[dict[str, Any]] = []
-    minute_rows: list[dict[str, Any]] = []
-    event_rows: list[dict[str, Any]] = []
-    exposure_times: list[int] = []
+    record_rows: list[tuple[Any, ...]] = []
+    minute_rows: list[tuple[Any, ...]] = []
+    event_rows: list[tuple[Any, ...]] = []
+    exposure_times: set[int] = set()
     battery: tuple[int, dict[str, Any]] | None = None
-    for record in new:
-        payload = bytes(record.payload)
-        # The CRC was checked by decode_batch; it is kept to re-frame the record byte-exactly.
-        crc = protocol.crc32(struct.pack("<IBB", record.seq, record.rtype, len(payload)) + payload)
-        record_rows.append(
-            {
-                "device_pk": device.id,
-                "seq": record.seq,
-                "rtype": record.rtype,
-                "payload": payload,
-                "crc": crc,
-                "received_at": now,
-            }
-        )
-        fields = protocol.decode_payload(record.rtype, payload)
-        if record.rtype in protocol.MINUTE_TYPES:
-            minute_rows.append(
-                {
-                    "device_pk": device.id,
-                    "worker_id": worker_id,
-                    "seq": record.seq,
-                    "start_s": fields["start_s"],
-                    "worn_s": fields["worn_s"],
-                    "flexion_bins": bytes(fields["flexion_bins_s"]),
-                    "inclination_bins": bytes(fields["inclination_bins_s"]),
-                    "lateral_bins": bytes(fields["lateral_bins_s"]),
-                    "activity_s": bytes(fields["activity_s"]),
-                    "alert_count": fields["alert_count"],
-                    "longest_bout_s": fields["longest_bout_s"],
-                    "mean_velocity_ddps": fields["mean_velocity_ddps"],
-                    "curvature_mean_ddeg": fields["curvature_mean_ddeg"],
-                }
-            )
+    for seq, rtype, payload, crc, fields in new:
+        # The CRC is kept to re-frame the record byte-exactly.
+        record_rows.append((seq, rtype, payload, crc))
+        if rtype in protocol.MINUTE_TYPES:
             time_s = fields["start_s"]
+            minute_rows.append(
+                (
+                    seq,
+                    time_s,
+                    fields["worn_s"],
+                    bytes(fields["flexion_bins_s"]),
+                    bytes(fields["inclination_bins_s"]),
+                    bytes(fields["lateral_bins_s"]),
+                    bytes(fields["activity_s"]),
+                    fields["alert_count"],
+                    fields["longest_bout_s"],
+                    fields["mean_velocity_ddps"],
+                    fields["curvature_mean_ddeg"],
+                )
+            )
         else:
             time_s = _event_time(fields)
-            event_rows.append(
-                {
-                    "device_pk": device.id,
-                    "worker_id": worker_id,
-                    "seq": record.seq,
-                    "rtype": protocol.RECORD_NAMES[record.rtype],
-                    "time_s": time_s,
-                    "fields": fields,
-                }
-            )
-            if record.rtype == protocol.BATTERY and (battery is None or record.seq > battery[0]):
-                battery = (record.seq, fields)
-        if record.rtype in _EXPOSURE_TYPES:
-            exposure_times.append(time_s)
+            event_rows.append((seq, protocol.RECORD_NAMES[rtype], time_s, fields))
+            if rtype == protocol.BATTERY and (battery is None or seq > battery[0]):
+                battery = (seq, fields)
+        if rtype in _EXPOSURE_TYPES:
+            exposure_times.add(time_s)
 
-    # Core executemany on the session's connection: the ORM's bulk path costs ~3x more per row.
     connection = session.connection()
-    for table, rows in (
-        (Record, record_rows),
-        (MinuteSummary, minute_rows),
-        (Event, event_rows),
-    ):
-        if rows:
-            connection.execute(insert(table), rows)
+    _RECORDS.execute(connection, record_rows, device_pk=device.id, received_at=now)
+    _MINUTES.execute(connection, minute_rows, device_pk=device.id, worker_id=worker_id)
+    _EVENTS.execute(connection, event_rows, device_pk=device.id, worker_id=worker_id)
 
+    # Before the device's other changes: its query would flush them, and the flush below again.
+    contiguous = _advance_contiguous(session, device, in_range)
     device.last_sync = now
     if battery is not None:
         device.battery_mv = battery[1]["battery_mv"]
         device.battery_percent = battery[1]["percent"]
-    contiguous = _advance_contiguous(session, device)
 
     days: list[tuple[int, dt.date]] = []
-    if worker_id is not None and tz is not None and exposure_times:
-        dates = {exposure.local_day(t, tz) for t in set(exposure_times)}
-        days = sorted((worker_id, d) for d in dates)
-        exposure.mark_dirty(session, days)
+    if worker_id is not None and exposure_times:
+        tz = ZoneInfo(timezone or "UTC")
+        days = sorted((worker_id, d) for d in {exposure.local_day(t, tz) for t in exposure_times})
         if recompute:
+            # Computed now: recompute_daily_exposure creates or updates each day's row, not dirty.
             exposure.recompute_daily_exposure(session, worker_id, [d for _, d in days])
+        else:
+            exposure.mark_dirty(session, days)
     session.flush()
     return IngestResult(
         device_id=device.device_id,
