@@ -5,13 +5,16 @@ Run it with ``posture serve`` (or ``uvicorn --factory companion.api.app:create_a
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from companion import auth
@@ -19,6 +22,7 @@ from companion.api.deps import SESSION_COOKIE, get_session
 from companion.api.routes import auth as auth_routes
 from companion.api.routes import devices, exposure, ingest, orgs, rotation, workers
 from companion.api.routes import settings as settings_routes
+from companion.api.schemas import ErrorOut, ValidationErrorOut
 from companion.settings import Settings, get_settings
 from companion.store import open_store
 
@@ -28,6 +32,22 @@ log = logging.getLogger("companion.api")
 # the server buffer.  The ingest route enforces its own, larger limit while streaming.
 MAX_BODY_BYTES = 256 * 1024
 INGEST_PATH = "/api/ingest"
+
+# The error answers of docs/api.md "Errors", documented on every /api route so that the OpenAPI
+# schema describes each answer the app gives (422 included: ours, not FastAPI's default shape).
+_TOO_LARGE = {"model": ErrorOut, "description": "Body too large"}
+_INVALID = {"model": ValidationErrorOut, "description": "Invalid value or body"}
+API_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "Bad request framing"},
+    401: {"model": ErrorOut, "description": "Not logged in, or the token is unknown or expired"},
+    403: {"model": ErrorOut, "description": "Not allowed"},
+    404: {"model": ErrorOut, "description": "Not found"},
+    409: {"model": ErrorOut, "description": "Conflict"},
+    413: _TOO_LARGE,
+    422: _INVALID,
+    503: {"model": ErrorOut, "description": "Rotation compliance unavailable"},
+}
+_FORM_ANSWERS: dict[int | str, dict[str, Any]] = {413: _TOO_LARGE, 422: _INVALID}
 
 
 def database_label(url: str) -> str:
@@ -93,7 +113,12 @@ async def _no_receive() -> Message:
 def _login_router() -> APIRouter:
     router = APIRouter(tags=["auth"])
 
-    @router.post("/login", include_in_schema=True)
+    @router.post(
+        "/login",
+        status_code=status.HTTP_303_SEE_OTHER,
+        response_class=RedirectResponse,
+        responses={303: {"description": "To / when logged in, else to /login?error=1"}, **_FORM_ANSWERS},
+    )
     def login_form(
         email: Annotated[str, Form(max_length=320)],
         password: Annotated[str, Form(max_length=1024)],
@@ -118,7 +143,12 @@ def _login_router() -> APIRouter:
         )
         return response
 
-    @router.post("/logout")
+    @router.post(
+        "/logout",
+        status_code=status.HTTP_303_SEE_OTHER,
+        response_class=RedirectResponse,
+        responses={303: {"description": "To /login"}, 413: _TOO_LARGE},
+    )
     def logout_form(request: Request, session: Session = Depends(get_session)) -> Response:
         """Ends the cookie's session and clears it."""
         token = request.cookies.get(SESSION_COOKIE)
@@ -138,6 +168,19 @@ def _validation_message(exc: RequestValidationError) -> str:
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
         parts.append(f"{where}: {error.get('msg', 'invalid')}")
     return "invalid request: " + "; ".join(parts)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods some route of `app` takes at the request's path, for a 405's Allow header.
+    Starlette's own names only the first route at that path's, and routes are one per method."""
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**scope, "method": method})[0] is Match.FULL for route in app.router.routes)
+    ]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -165,13 +208,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
         return JSONResponse({"detail": _validation_message(exc), "errors": errors}, 422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+            allow = ", ".join(allowed_methods(app, request.scope))
+            exc = StarletteHTTPException(exc.status_code, exc.detail, {**(exc.headers or {}), "Allow": allow})
+        return await http_exception_handler(request, exc)
+
     @app.get("/health", tags=["health"])
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
     api = APIRouter(prefix="/api")
     for module in (auth_routes, orgs, workers, devices, exposure, settings_routes, rotation, ingest):
-        api.include_router(module.router)
+        api.include_router(module.router, responses=API_ERRORS)
     app.include_router(api)
     app.include_router(_login_router())
 

@@ -3,12 +3,69 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 Role = Literal["worker", "ergonomist", "admin"]
 LoadClass = Literal["low", "medium", "high"]
+
+# Row ids are INTEGER columns, 32 bits on PostgreSQL: an id outside 1..MAX_ID names nothing, and
+# handing it to the database driver fails (SQLite: OverflowError past 64 bits; PostgreSQL: out of
+# range past 32), so path and body ids refuse it up front (422).
+MAX_ID = 2**31 - 1
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+# Times in bodies are unix seconds as the device counts them (u32, docs/protocol.md).
+UnixSeconds = Annotated[int, Field(ge=0, le=2**32 - 1)]
+
+
+def _as_utc(moment: dt.datetime) -> dt.datetime:
+    # The store writes UTC; SQLite hands it back without its offset.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+# A moment in an answer: always with its offset, as RFC 3339 (OpenAPI's date-time) wants.
+UtcDateTime = Annotated[dt.datetime, AfterValidator(_as_utc)]
+
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_day(value: Any) -> Any:
+    # pydantic would also take "0" or "1700000000" (unix seconds) for a date; the API's days are
+    # YYYY-MM-DD only, as the schema says.
+    if isinstance(value, str) and not _ISO_DAY.fullmatch(value):
+        raise ValueError(f"a day is written YYYY-MM-DD, not {value[:40]!r}")
+    return value
+
+
+# A day in a path or query: YYYY-MM-DD.
+Day = Annotated[dt.date, BeforeValidator(_iso_day)]
+
+
+class In(BaseModel):
+    """A request body: JSON types as the schema gives them (no `false` for 0, no "3" for 3)."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: one sentence saying what was wrong."""
+
+    detail: str
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorOut(BaseModel):
+    """A 422: the readable sentence, and from request validation the machine-readable list."""
+
+    detail: str
+    errors: list[ValidationIssue] | None = None
 
 
 class Orm(BaseModel):
@@ -18,7 +75,7 @@ class Orm(BaseModel):
 # ---- auth ----------------------------------------------------------------------------------------
 
 
-class LoginIn(BaseModel):
+class LoginIn(In):
     email: str = Field(max_length=320)
     password: str = Field(max_length=1024)
 
@@ -35,22 +92,22 @@ class UserOut(Orm):
 class LoginOut(BaseModel):
     token: str
     token_type: Literal["bearer"] = "bearer"
-    expires_at: dt.datetime
+    expires_at: UtcDateTime
     user: UserOut
 
 
-class UserIn(BaseModel):
+class UserIn(In):
     email: str = Field(max_length=320)
     password: str = Field(min_length=8, max_length=1024)
     role: Role
-    worker_id: int | None = None
-    team_ids: list[int] = []
+    worker_id: Id | None = None
+    team_ids: list[Id] = []
 
 
 # ---- organisations, teams, workers ----------------------------------------------------------------
 
 
-class OrganisationIn(BaseModel):
+class OrganisationIn(In):
     name: str = Field(min_length=1, max_length=200)
 
 
@@ -59,8 +116,8 @@ class OrganisationOut(Orm):
     name: str
 
 
-class TeamIn(BaseModel):
-    organisation_id: int
+class TeamIn(In):
+    organisation_id: Id
     name: str = Field(min_length=1, max_length=200)
 
 
@@ -70,9 +127,9 @@ class TeamOut(Orm):
     name: str
 
 
-class WorkerIn(BaseModel):
+class WorkerIn(In):
     name: str = Field(min_length=1, max_length=200)
-    team_id: int | None = None
+    team_id: Id | None = None
     timezone: str | None = Field(default=None, description="IANA time zone; default: the server's setting")
 
 
@@ -86,18 +143,18 @@ class WorkerOut(Orm):
 # ---- devices ---------------------------------------------------------------------------------------
 
 
-class DeviceIn(BaseModel):
+class DeviceIn(In):
     device_id: str = Field(min_length=1, max_length=64)
     key_hex: str = Field(description="The device's HMAC key, 16..64 bytes as hex (write-only)")
-    worker_id: int | None = None
+    worker_id: Id | None = None
 
 
-class DeviceKeyIn(BaseModel):
+class DeviceKeyIn(In):
     key_hex: str = Field(description="The new key, 16..64 bytes as hex (write-only)")
 
 
-class DeviceAssignIn(BaseModel):
-    worker_id: int | None
+class DeviceAssignIn(In):
+    worker_id: Id | None
 
 
 class DeviceOut(Orm):
@@ -107,7 +164,7 @@ class DeviceOut(Orm):
     worker_id: int | None
     has_key: bool
     revoked: bool
-    last_sync: dt.datetime | None
+    last_sync: UtcDateTime | None
     battery_mv: int | None
     battery_percent: int | None
     contiguous_seq: int | None
@@ -121,7 +178,7 @@ class DeviceOut(Orm):
 class DayOut(BaseModel):
     worker_id: int
     date: dt.date
-    computed_at: dt.datetime | None
+    computed_at: UtcDateTime | None
     metrics: dict[str, Any] | None = Field(
         description="The metrics of docs/metrics.md (exposure.daily_exposure)"
     )
@@ -185,7 +242,7 @@ class TimelineOut(BaseModel):
 # ---- worker settings -------------------------------------------------------------------------------
 
 
-class WorkerSettingsBody(BaseModel):
+class WorkerSettingsBody(In):
     """A worker's alert settings (each None/absent = leave as it is / device default)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -197,12 +254,12 @@ class WorkerSettingsBody(BaseModel):
     alert_snooze_s: int | None = None
 
 
-class Range(BaseModel):
+class Range(In):
     lo: int
     hi: int
 
 
-class WorkerLimitsBody(BaseModel):
+class WorkerLimitsBody(In):
     """Inclusive ranges within which the worker may change each setting themselves."""
 
     model_config = ConfigDict(extra="forbid")
@@ -224,10 +281,10 @@ class WorkerSettingsOut(BaseModel):
 # ---- rotation ----------------------------------------------------------------------------------------
 
 
-class TaskIn(BaseModel):
+class TaskIn(In):
     name: str = Field(min_length=1, max_length=200)
     load_class: LoadClass
-    team_id: int | None = Field(default=None, description="None: shared by every team (admin only)")
+    team_id: Id | None = Field(default=None, description="None: shared by every team (admin only)")
 
 
 class TaskOut(Orm):
@@ -237,7 +294,7 @@ class TaskOut(Orm):
     team_id: int | None
 
 
-class PolicyIn(BaseModel):
+class PolicyIn(In):
     max_task_min: int | None = Field(default=None, ge=1, le=24 * 60)
     max_high_load_min: int | None = Field(default=None, ge=1, le=24 * 60)
     min_profile_change_deg: float = Field(default=5.0, ge=0, le=90)
@@ -250,16 +307,16 @@ class PolicyOut(Orm):
     min_profile_change_deg: float
 
 
-class SegmentIn(BaseModel):
-    task_id: int
-    start_s: int = Field(ge=0)
-    end_s: int = Field(ge=0)
+class SegmentIn(In):
+    task_id: Id
+    start_s: UnixSeconds
+    end_s: UnixSeconds
 
 
 # ---- ingest ------------------------------------------------------------------------------------------
 
 
-class IngestIn(BaseModel):
+class IngestIn(In):
     device_id: str = Field(min_length=1, max_length=64)
     frames_b64: str
     batch_mac_b64: str | None = None

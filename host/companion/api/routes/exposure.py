@@ -18,7 +18,9 @@ import protocol
 from companion import exposure
 from companion.api.deps import Principal, current_principal, get_session, visible_team, visible_worker
 from companion.api.schemas import (
+    Day,
     DayOut,
+    Id,
     MinuteOut,
     SegmentOut,
     TeamSummaryOut,
@@ -120,9 +122,9 @@ def csv_response(rows: list[dict[str, Any]], columns: list[str], filename: str) 
 
 @router.get("/workers/{worker_id}/days", response_model=list[DayOut])
 def list_days(
-    worker_id: int,
-    date_from: dt.date | None = FROM,
-    date_to: dt.date | None = TO,
+    worker_id: Id,
+    date_from: Day | None = FROM,
+    date_to: Day | None = TO,
     principal: Principal = Depends(current_principal),
     session: Session = Depends(get_session),
 ) -> list[DayOut]:
@@ -134,9 +136,9 @@ def list_days(
 
 @router.get("/workers/{worker_id}/days.csv", response_class=Response)
 def days_csv(
-    worker_id: int,
-    date_from: dt.date | None = FROM,
-    date_to: dt.date | None = TO,
+    worker_id: Id,
+    date_from: Day | None = FROM,
+    date_to: Day | None = TO,
     principal: Principal = Depends(current_principal),
     session: Session = Depends(get_session),
 ) -> Response:
@@ -154,8 +156,8 @@ def days_csv(
 
 @router.get("/workers/{worker_id}/days/{day}", response_model=DayOut)
 def get_day(
-    worker_id: int,
-    day: dt.date,
+    worker_id: Id,
+    day: Day,
     principal: Principal = Depends(current_principal),
     session: Session = Depends(get_session),
 ) -> DayOut:
@@ -223,9 +225,9 @@ def team_summary(session: Session, team_id: int, lo: dt.date, hi: dt.date) -> Te
 
 @router.get("/teams/{team_id}/summary", response_model=TeamSummaryOut)
 def get_team_summary(
-    team_id: int,
-    date_from: dt.date | None = FROM,
-    date_to: dt.date | None = TO,
+    team_id: Id,
+    date_from: Day | None = FROM,
+    date_to: Day | None = TO,
     principal: Principal = Depends(current_principal),
     session: Session = Depends(get_session),
 ) -> TeamSummaryOut:
@@ -238,9 +240,9 @@ def get_team_summary(
 
 @router.get("/teams/{team_id}/summary.csv", response_class=Response)
 def team_summary_csv(
-    team_id: int,
-    date_from: dt.date | None = FROM,
-    date_to: dt.date | None = TO,
+    team_id: Id,
+    date_from: Day | None = FROM,
+    date_to: Day | None = TO,
     principal: Principal = Depends(current_principal),
     session: Session = Depends(get_session),
 ) -> Response:
@@ -269,8 +271,8 @@ def day_bounds(worker: Worker, day: dt.date) -> tuple[int, int]:
 
 @router.get("/workers/{worker_id}/days/{day}/timeline", response_model=TimelineOut)
 def get_timeline(
-    worker_id: int,
-    day: dt.date,
+    worker_id: Id,
+    day: Day,
     bins: bool = Query(False, description="Include each minute's flexion histogram"),
     principal: Principal = Depends(current_principal),
     session: Session = Depends(get_session),

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from companion.api import devicesettings as ds
 from companion.api.deps import Principal, current_principal, get_session, managed_worker, visible_worker
-from companion.api.schemas import Range, WorkerLimitsBody, WorkerSettingsBody, WorkerSettingsOut
+from companion.api.schemas import Id, Range, WorkerLimitsBody, WorkerSettingsBody, WorkerSettingsOut
 from companion.store.models import Device, utc_now
 
 router = APIRouter(tags=["settings"])
@@ -29,7 +29,7 @@ def settings_out(session: Session, worker_id: int) -> WorkerSettingsOut:
 
 @router.get("/workers/{worker_id}/settings", response_model=WorkerSettingsOut)
 def get_settings(
-    worker_id: int, principal: Principal = Depends(current_principal), session: Session = Depends(get_session)
+    worker_id: Id, principal: Principal = Depends(current_principal), session: Session = Depends(get_session)
 ) -> WorkerSettingsOut:
     visible_worker(session, principal, worker_id)
     out = settings_out(session, worker_id)
@@ -39,7 +39,7 @@ def get_settings(
 
 @router.put("/workers/{worker_id}/settings", response_model=WorkerSettingsOut)
 def put_settings(
-    worker_id: int,
+    worker_id: Id,
     body: WorkerSettingsBody,
     principal: Principal = Depends(current_principal),
     session: Session = Depends(get_session),
@@ -60,7 +60,7 @@ def put_settings(
 
 @router.put("/workers/{worker_id}/settings/limits", response_model=WorkerSettingsOut)
 def put_limits(
-    worker_id: int,
+    worker_id: Id,
     body: WorkerLimitsBody,
     principal: Principal = Depends(current_principal),
     session: Session = Depends(get_session),

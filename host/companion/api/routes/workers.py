@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from companion.api.deps import Principal, current_principal, get_session, require_role, visible_worker
-from companion.api.schemas import WorkerIn, WorkerOut
+from companion.api.schemas import Id, WorkerIn, WorkerOut
 from companion.store.models import Team, Worker
 
 router = APIRouter(tags=["workers"])
@@ -50,6 +50,6 @@ def create_worker(
 
 @router.get("/workers/{worker_id}", response_model=WorkerOut)
 def get_worker(
-    worker_id: int, principal: Principal = Depends(current_principal), session: Session = Depends(get_session)
+    worker_id: Id, principal: Principal = Depends(current_principal), session: Session = Depends(get_session)
 ) -> Worker:
     return visible_worker(session, principal, worker_id)
