@@ -1,0 +1,117 @@
+"""Schemathesis against the companion's own OpenAPI schema: every operation, in-process (ASGI,
+no network), with a valid admin token and with a worker's token (uploads with an agent token).
+
+For each generated request (schema-valid ones and, in the negative mode, schema-invalid ones):
+
+- no 5xx (``not_a_server_error``) and no exception out of the app;
+- the answer conforms to the schema: its status code is documented, its body matches the
+  documented model, its content type too (``response_schema_conformance`` and the rest of
+  schemathesis' default checks);
+- a request the app refuses (4xx) changes nothing: every table holds the same rows before and
+  after (docs/api.md: "A rejected request changes nothing").
+
+Left out: ``unsupported_method`` and ``allow_header_conformance`` on /login (GET /login is the
+dashboard's page, not in the schema), and ``positive_data_acceptance`` (a schema-valid request
+must succeed).  What the schema cannot say is checked by the app: the ids must exist, the time
+zone must be an IANA one, the key must be hex, the frames must be records of docs/protocol.md;
+those are 404/409/422 answers with a sentence, not findings.  The world is
+tests/test_api_resources.py's (SQLite).  What the runs found: tests/test_api_fuzz_findings.py.
+
+``POSTURE_SCHEMATHESIS_EXAMPLES`` raises the number of requests per operation and caller for a
+longer run (docs/security.md "Fuzzing")."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+import sqlalchemy as sa
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import allow_header_conformance, positive_data_acceptance, unsupported_method
+from test_api_resources import World, build_world
+
+from companion.api.app import create_app
+from companion.settings import Settings
+from companion.store import Base
+
+EXAMPLES = int(os.environ.get("POSTURE_SCHEMATHESIS_EXAMPLES", "10"))
+# Ending a session needs a token of its own, or every later request of the run would be a 401.
+LOGOUT = ("/api/auth/logout",)
+# GET /login is the dashboard's login page, outside the JSON API's schema: the methods schemathesis
+# expects a 405 (and an Allow header without GET) for are right to be answered there.
+DASHBOARD_PAGES = ("/login",)
+
+
+@pytest.fixture(scope="module")
+def api_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp("schemathesis")
+    world = build_world(f"sqlite:///{tmp / 'posture.db'}", tmp)
+    yield world
+    world.client.close()
+    world.engine.dispose()
+
+
+# The schema is read at collection, from an app on an empty in-memory store (the schema does not
+# depend on the data); each request goes to the world's app (`app=` in call_and_validate).
+_schema_app = create_app(Settings(database_url="sqlite://", data_dir=Path(tempfile.gettempdir())))
+schema = schemathesis.openapi.from_asgi("/openapi.json", _schema_app)
+
+
+def database_rows(engine: sa.Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, in a stable order: what 'changes nothing' compares."""
+    with engine.connect() as connection:
+        return {
+            table.name: sorted((tuple(row) for row in connection.execute(sa.select(table))), key=repr)
+            for table in Base.metadata.sorted_tables
+        }
+
+
+def token_for(world: World, caller: str, path: str) -> str:
+    if path == "/api/ingest":
+        return world.tokens["agent"]
+    if path in LOGOUT:
+        return world.fresh_token(caller)
+    return world.tokens[caller]
+
+
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+
+
+def call_and_check(case: schemathesis.Case, world: World, caller: str) -> None:
+    headers = {"Authorization": f"Bearer {token_for(world, caller, case.operation.path)}"}
+    before = database_rows(world.engine)
+    excluded = [positive_data_acceptance]
+    if case.operation.path in DASHBOARD_PAGES:
+        excluded += [unsupported_method, allow_header_conformance]
+    response = case.call_and_validate(headers=headers, excluded_checks=excluded, app=world.client.app)
+    if response.status_code >= 400:
+        assert database_rows(world.engine) == before, (
+            f"{case.method} {case.formatted_path} answered {response.status_code} but changed the database"
+        )
+
+
+@schema.parametrize()
+@FUZZ
+def test_as_admin_no_server_error_every_answer_documented_and_refusals_change_nothing(
+    case: schemathesis.Case, api_world: World
+) -> None:
+    call_and_check(case, api_world, "admin")
+
+
+@schema.parametrize()
+@FUZZ
+def test_as_worker_no_server_error_every_answer_documented_and_refusals_change_nothing(
+    case: schemathesis.Case, api_world: World
+) -> None:
+    call_and_check(case, api_world, "worker_self")
