@@ -723,7 +723,9 @@ def encode_minute2(
         total += lateral_bins_s[i]
         if lateral_bins_s[i]:
             last = i
-    if total != (posture if last >= 0 else 0):
+    # An empty lateral histogram is refused too when there are posture seconds: the decoder
+    # reads a missing lateral section as "no posture seconds" (found by tests/test_fuzz_protocol.py).
+    if total != posture:
         raise ProtocolError(
             "MINUTE2.lateral_bins_s adds up to %d, not the %d posture seconds" % (total, posture)
         )

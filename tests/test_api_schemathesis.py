@@ -26,18 +26,16 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import schemathesis
-import sqlalchemy as sa
+from db_rows import database_rows
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import allow_header_conformance, positive_data_acceptance, unsupported_method
 from test_api_resources import World, build_world
 
 from companion.api.app import create_app
 from companion.settings import Settings
-from companion.store import Base
 
 EXAMPLES = int(os.environ.get("POSTURE_SCHEMATHESIS_EXAMPLES", "10"))
 # Ending a session needs a token of its own, or every later request of the run would be a 401.
@@ -60,15 +58,6 @@ def api_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 # depend on the data); each request goes to the world's app (`app=` in call_and_validate).
 _schema_app = create_app(Settings(database_url="sqlite://", data_dir=Path(tempfile.gettempdir())))
 schema = schemathesis.openapi.from_asgi("/openapi.json", _schema_app)
-
-
-def database_rows(engine: sa.Engine) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, in a stable order: what 'changes nothing' compares."""
-    with engine.connect() as connection:
-        return {
-            table.name: sorted((tuple(row) for row in connection.execute(sa.select(table))), key=repr)
-            for table in Base.metadata.sorted_tables
-        }
 
 
 def token_for(world: World, caller: str, path: str) -> str:
