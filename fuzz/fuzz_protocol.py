@@ -5,7 +5,10 @@ or raise protocol.ProtocolError; anything else is a finding, and so is a decoded
 not re-encode to the bytes it came from (each encoding is the only one).  Selector RECORD frames
 `rest` behind a correct CRC, which random mutation would hardly ever get past, so that every
 payload parser sees arbitrary bytes; selector MINUTE_LAYOUTS re-encodes a decoded minute in both
-layouts, which must read back the same.
+layouts, which must read back the same; selector MINUTE_FIELDS does so for minutes built from
+`rest` as the firmware fills them (worn and posture seconds from the activity seconds, each
+histogram holding the posture seconds or empty), structure-aware where byte mutation would hardly
+ever make the sums agree.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ with atheris.instrument_imports(include=["protocol"]):
     NOTIFICATION,
     FRAMES,
     MINUTE_LAYOUTS,
-) = range(10)
-SELECTORS = 10
+    MINUTE_FIELDS,
+) = range(11)
+SELECTORS = 11
 
 
 def _refused(decode: Callable[..., Any], *args: Any) -> Any:
@@ -118,9 +122,51 @@ def test_one_input(data: bytes) -> None:
         fields = _refused(p.decode_payload, p.MINUTE, rest)
         if fields is None:
             return
-        payload2 = _refused(p.encode_payload, p.MINUTE2, fields)
-        if payload2 is not None and p.decode_payload(p.MINUTE2, payload2) != fields:
-            raise AssertionError(f"MINUTE2 wrote {payload2.hex()} for {fields} and reads back otherwise")
+        _both_layouts(fields)
+    elif selector == MINUTE_FIELDS:
+        _both_layouts(minute_from(rest))
+
+
+def _both_layouts(fields: dict[str, Any]) -> None:
+    """MINUTE writes any minute, MINUTE2 refuses or writes one that reads back the same."""
+    if p.decode_payload(p.MINUTE, p.encode_payload(p.MINUTE, fields)) != fields:
+        raise AssertionError(f"MINUTE does not read back {fields}")
+    payload2 = _refused(p.encode_payload, p.MINUTE2, fields)
+    if payload2 is not None and p.decode_payload(p.MINUTE2, payload2) != fields:
+        raise AssertionError(f"MINUTE2 wrote {payload2.hex()} for {fields} and reads back otherwise")
+
+
+def minute_from(rest: bytes) -> dict[str, Any]:
+    """Minute fields from fuzz bytes, as summary.py fills them: activity seconds (at most a
+    minute), worn and posture seconds from them, each histogram either empty or holding exactly
+    the posture seconds."""
+    draw = atheris.FuzzedDataProvider(rest)
+    left, activity = 60, []
+    for _ in range(5):
+        activity.append(min(draw.ConsumeIntInRange(0, 60), left))
+        left -= activity[-1]
+    worn = sum(activity) - activity[p.ACTIVITY_NOT_WORN]
+    posture = worn - activity[p.ACTIVITY_LYING]
+    bins = {}
+    for name, nbins in (("lateral_bins_s", 5), ("flexion_bins_s", 20), ("inclination_bins_s", 20)):
+        histogram = [0] * nbins
+        if not draw.ConsumeBool():
+            given = 0
+            for i in range(nbins):
+                histogram[i] = min(draw.ConsumeIntInRange(0, 60), posture - given)
+                given += histogram[i]
+            histogram[draw.ConsumeIntInRange(0, nbins - 1)] += posture - given
+        bins[name] = histogram
+    return {
+        "start_s": draw.ConsumeIntInRange(0, 2**32 - 1),
+        "worn_s": worn,
+        "activity_s": activity,
+        **bins,
+        "alert_count": draw.ConsumeIntInRange(0, 255),
+        "longest_bout_s": draw.ConsumeIntInRange(0, 60),
+        "mean_velocity_ddps": draw.ConsumeIntInRange(0, 65535) if draw.ConsumeBool() else None,
+        "curvature_mean_ddeg": draw.ConsumeIntInRange(-1800, 1800) if draw.ConsumeBool() else None,
+    }
 
 
 def _check_notification(data: bytes, ftype: int, values: tuple[Any, ...]) -> None:
@@ -157,6 +203,7 @@ def seeds() -> list[bytes]:
     for rtype, payload in payloads.items():
         out += [bytes([PAYLOAD, rtype]) + payload, bytes([RECORD, rtype]) + payload]
     out.append(bytes([MINUTE_LAYOUTS]) + sitting)
+    out += [bytes([MINUTE_FIELDS]) + bytes(range(k, k + 64)) for k in (0, 60, 120)]
     info = p.encode_info(2, (1, 4, 0), "W017", 1, 900, 850, 77, 1_767_225_600, 0xC0FFEE, bytes(range(16)))
     out.append(bytes([INFO]) + info)
     for command in (

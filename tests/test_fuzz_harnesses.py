@@ -4,6 +4,7 @@ their results: docs/security.md "Fuzzing"."""
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -33,10 +34,21 @@ def test_a_short_fuzzing_run_finds_nothing(name: str, tmp_path: Path):
     assert list((tmp_path / name / "corpus").glob("seed-*")), "the seed corpus was not written"
 
 
-def test_inputs_can_be_replayed_one_by_one(tmp_path: Path):
-    seed = tmp_path / "seed"
-    seed.write_bytes(b"\x00")  # RECORDS of nothing: zero records
-    run = run_fuzz("protocol", "--reproduce", str(seed), "--work-dir", str(tmp_path))
+# What the harnesses found, replayed (libFuzzer's "Base64:" line of each crash).
+FINDINGS = {
+    # MINUTE_FIELDS: a minute with posture seconds and an empty lateral histogram, which
+    # encode_minute2 wrote and the decoder refused (tests/test_fuzz_protocol.py has its test).
+    "protocol": ["CnmCeHppKnx8MjwEfjE="],
+}
+
+
+@pytest.mark.parametrize("name", sorted(FINDINGS))
+def test_what_the_harnesses_found_stays_fixed(name: str, tmp_path: Path):
+    inputs = []
+    for i, finding in enumerate(FINDINGS[name]):
+        inputs.append(tmp_path / f"finding-{i}")
+        inputs[-1].write_bytes(base64.b64decode(finding))
+    run = run_fuzz(name, "--reproduce", *map(str, inputs), "--work-dir", str(tmp_path))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Executed" in run.stderr
 
