@@ -443,7 +443,8 @@ def test_flipped_byte_is_rejected_by_crc(seed, data):
 @FUZZ
 @given(st.integers(0, 10_000), st.data())
 def test_mutated_stream_never_yields_a_record_that_was_not_written(seed, data):
-    stream = bytearray(valid_stream(seed))
+    written = valid_stream(seed)
+    stream = bytearray(written)
     index = data.draw(st.integers(0, len(stream) - 1))
     how = data.draw(st.sampled_from(["replace", "insert", "delete"]))
     if how == "replace":
@@ -455,7 +456,12 @@ def test_mutated_stream_never_yields_a_record_that_was_not_written(seed, data):
     kind, _ = decode_outcome(bytes(stream))
     assert kind == "error"
     records, valid = p.scan_valid_prefix(bytes(stream))
-    assert valid <= index and assert_records_are_genuine(bytes(stream), records) == valid
+    # Only the bytes before the first difference are the written stream's.  That is `index`,
+    # unless the byte deleted or inserted equals its neighbour (seed 2338, byte 40 deleted).
+    same = 0
+    while same < min(len(stream), len(written)) and stream[same] == written[same]:
+        same += 1
+    assert valid <= same and assert_records_are_genuine(bytes(stream), records) == valid
 
 
 def test_scan_cuts_a_torn_tail_at_every_possible_byte():
