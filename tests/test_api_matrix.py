@@ -22,7 +22,8 @@ from fastapi.routing import APIRoute
 from test_api_resources import DAY, PASSWORD, World, build_world
 from test_ingest import JAN1
 
-from companion.store import Device, Task, TaskSegment, session_scope
+from companion import auth
+from companion.store import AgentToken, ApiToken, Device, Task, TaskSegment, User, session_scope
 
 CALLERS = ("worker_self", "worker_other", "erg_own", "erg_other", "admin", "anonymous", "agent")
 ROTATION_PRESENT = importlib.util.find_spec("companion.rotation") is not None
@@ -103,6 +104,31 @@ def new_device(w: World) -> dict[str, Any]:
         return {"device": device.device_id}
 
 
+def new_session_of_ana(w: World) -> dict[str, Any]:
+    with session_scope(w.engine) as s:
+        ana = s.scalar(sa.select(User).where(User.email == w.emails["worker_self"]))
+        assert ana is not None
+        token = auth.issue_token(s, ana)
+        return {
+            "session": s.scalar(sa.select(ApiToken.id).where(ApiToken.token_hash == auth.token_hash(token)))
+        }
+
+
+def new_user(w: World) -> dict[str, Any]:
+    with session_scope(w.engine) as s:
+        user = auth.create_user(s, f"u{n()}@acme.test", PASSWORD, "ergonomist")
+        auth.issue_token(s, user)
+        return {"user": user.id}
+
+
+def new_agent(w: World) -> dict[str, Any]:
+    with session_scope(w.engine) as s:
+        token = auth.issue_agent_token(s, f"agent {n()}")
+        return {
+            "agent": s.scalar(sa.select(AgentToken.id).where(AgentToken.token_hash == auth.token_hash(token)))
+        }
+
+
 def segment_body(w: World) -> dict[str, Any]:
     start = JAN1 + 30 * 3600 + 60 * n()  # a free minute every time
     return {"task_id": w.ids["_task"], "start_s": start, "end_s": start + 30}
@@ -122,6 +148,10 @@ MATRIX: list[Row] = [
     ),
     Row("POST", "/api/auth/logout", expect(204, 204, 204, 204, 204), fresh_token=True),
     Row("GET", "/api/me", ANY_USER),
+    Row("POST", "/api/auth/rotate", ANY_USER, fresh_token=True),
+    Row("GET", "/api/auth/sessions", ANY_USER),
+    Row("DELETE", "/api/auth/sessions/{session}", expect(204, 404, 404, 404, 404), setup=new_session_of_ana),
+    Row("DELETE", "/api/auth/sessions", expect(204, 204, 204, 204, 204), fresh_token=True),
     Row(
         "POST",
         "/login",
@@ -148,6 +178,12 @@ MATRIX: list[Row] = [
         ADMIN_CREATES,
         body=lambda w: {"email": f"u{n()}@acme.test", "password": PASSWORD, "role": "ergonomist"},
     ),
+    Row("DELETE", "/api/users/{user}/sessions", expect(403, 403, 403, 403, 204), setup=new_user),
+    # sync agents' tokens
+    Row("GET", "/api/agents", ADMIN_ONLY),
+    Row("POST", "/api/agents", ADMIN_CREATES, body=lambda w: {"name": f"agent {n()}"}),
+    Row("POST", "/api/agents/{agent}/rotate", ADMIN_ONLY, setup=new_agent),
+    Row("POST", "/api/agents/{agent}/revoke", ADMIN_ONLY, setup=new_agent),
     # workers
     Row("GET", "/api/workers", ANY_USER),
     Row("POST", "/api/workers", ADMIN_CREATES, body=lambda w: {"name": f"W{n()}", "team_id": w.ids["ta"]}),
@@ -266,7 +302,18 @@ def test_authorisation(world: World, row: Row, caller: str):
         kwargs["data" if row.form else "json"] = body
     response = world.client.request(row.method, path, **kwargs)
     world.client.cookies.clear()  # the form login sets a cookie: keep callers apart
+    revive_tokens(world)
     assert response.status_code == row.expected[caller], response.text
+
+
+def revive_tokens(world: World) -> None:
+    """A row may end every session of its caller (DELETE /api/auth/sessions): the next rows
+    get a working token again."""
+    for who in world.emails:
+        with session_scope(world.engine) as s:
+            alive = auth.user_for_token(s, world.tokens[who]) is not None
+        if not alive:
+            world.tokens[who] = world.fresh_token(who)
 
 
 def test_every_api_route_is_in_the_matrix(world: World):

@@ -34,12 +34,14 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import allow_header_conformance, positive_data_acceptance, unsupported_method
 from test_api_resources import World, build_world
 
+from companion import auth
 from companion.api.app import create_app
 from companion.settings import Settings
+from companion.store import session_scope
 
 EXAMPLES = int(os.environ.get("POSTURE_SCHEMATHESIS_EXAMPLES", "10"))
 # Ending a session needs a token of its own, or every later request of the run would be a 401.
-LOGOUT = ("/api/auth/logout",)
+LOGOUT = ("/api/auth/logout", "/api/auth/rotate", "/api/auth/sessions")
 # GET /login is the dashboard's login page, outside the JSON API's schema: the methods schemathesis
 # expects a 405 (and an Allow header without GET) for are right to be answered there.
 DASHBOARD_PAGES = ("/login",)
@@ -68,6 +70,18 @@ def token_for(world: World, caller: str, path: str) -> str:
     return world.tokens[caller]
 
 
+def revive_tokens(world: World) -> None:
+    """An operation may have ended a caller's sessions or revoked the agent's token (DELETE
+    /api/users/{id}/sessions or POST /api/agents/{id}/revoke on an id of the world's): the next
+    requests get working tokens again."""
+    with session_scope(world.engine) as session:
+        dead = [who for who in world.emails if auth.user_for_token(session, world.tokens[who]) is None]
+        if auth.agent_for_token(session, world.tokens["agent"]) is None:
+            world.tokens["agent"] = auth.issue_agent_token(session, "laptop by the door, again")
+    for who in dead:
+        world.tokens[who] = world.fresh_token(who)
+
+
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -78,6 +92,7 @@ FUZZ = settings(
 
 
 def call_and_check(case: schemathesis.Case, world: World, caller: str) -> None:
+    revive_tokens(world)
     headers = {"Authorization": f"Bearer {token_for(world, caller, case.operation.path)}"}
     before = database_rows(world.engine)
     excluded = [positive_data_acceptance]

@@ -3,6 +3,8 @@
     user = create_user(session, "ana@example.org", "correct horse", "ergonomist", team_ids=[3])
     token = issue_token(session, user)          # give to the client once; only its hash is kept
     user = user_for_token(session, token)       # None when unknown or expired
+    new = rotate_token(session, token)          # a fresh token; the old one fails at once
+    revoke_token(session, new); end_sessions(session, user.id)
 
 Passwords: ``hashlib.scrypt`` (stdlib, memory-hard) with a random 16-byte salt per user, stored
 as ``scrypt$n$r$p$salt_hex$hash_hex`` so the cost can be raised later without breaking old
@@ -131,6 +133,8 @@ def issue_token(session: Session, user: User, lifetime: dt.timedelta = TOKEN_LIF
     """A new bearer/session token for `user`; only its hash is stored (flushes)."""
     token = new_token()
     now = utc_now()
+    # Expired tokens of the user are of no use to anyone: drop them as a new one is made.
+    session.execute(delete(ApiToken).where(ApiToken.user_id == user.id, ApiToken.expires_at <= now))
     session.add(
         ApiToken(user_id=user.id, token_hash=token_hash(token), created_at=now, expires_at=now + lifetime)
     )
@@ -153,7 +157,34 @@ def user_for_token(session: Session, token: str) -> User | None:
 
 
 def revoke_token(session: Session, token: str) -> None:
+    """End one session: the token fails from the next request on."""
     session.execute(delete(ApiToken).where(ApiToken.token_hash == token_hash(token)))
+
+
+def rotate_token(session: Session, token: str, lifetime: dt.timedelta = TOKEN_LIFETIME) -> str | None:
+    """A new token for the user of `token`, with a fresh lifetime; `token` ends at once.
+    None when `token` is unknown or expired (flushes)."""
+    user = user_for_token(session, token)
+    if user is None:
+        return None
+    revoke_token(session, token)
+    return issue_token(session, user, lifetime)
+
+
+def user_sessions(session: Session, user_id: int) -> list[ApiToken]:
+    """The user's tokens that still work, oldest first."""
+    return [
+        row
+        for row in session.scalars(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id))
+        if _aware(row.expires_at) > utc_now()
+    ]
+
+
+def end_sessions(session: Session, user_id: int) -> int:
+    """End every session of a user (a stolen laptop, a leaked token): how many there were."""
+    count = len(user_sessions(session, user_id))
+    session.execute(delete(ApiToken).where(ApiToken.user_id == user_id))
+    return count
 
 
 def issue_agent_token(session: Session, name: str, lifetime: dt.timedelta | None = None) -> str:
@@ -170,6 +201,20 @@ def issue_agent_token(session: Session, name: str, lifetime: dt.timedelta | None
     )
     session.flush()
     return token
+
+
+def rotate_agent_token(session: Session, agent: AgentToken) -> str:
+    """A new token for the same agent; its old token fails at once (flushes)."""
+    token = new_token()
+    agent.token_hash = token_hash(token)
+    session.flush()
+    return token
+
+
+def revoke_agent_token(session: Session, agent: AgentToken) -> None:
+    """The agent's uploads are refused from now on (its row stays, to show in the list)."""
+    agent.revoked = True
+    session.flush()
 
 
 def agent_for_token(session: Session, token: str) -> AgentToken | None:

@@ -6,6 +6,8 @@ in the working directory)::
     POSTURE_DATABASE_URL=postgresql+psycopg://posture:secret@db/posture   # default: SQLite file
     POSTURE_DATA_DIR=/var/lib/posture                                     # where the SQLite file lives
     POSTURE_REQUIRE_BATCH_HMAC=true                                       # refuse unsigned batches
+    POSTURE_COOKIE_SECURE=true                                            # session cookie only over https
+    POSTURE_CORS_ORIGINS='["https://intranet.example"]'                   # default: no cross-origin calls
 """
 
 from __future__ import annotations
@@ -39,6 +41,25 @@ class Settings(BaseSettings):
     )
     default_timezone: str = Field(
         default="UTC", description="IANA time zone of new workers: it decides where their days begin."
+    )
+    login_failures_per_account: int = Field(
+        default=5, ge=1, description="Failed logins one e-mail may have within the window (then 429)."
+    )
+    login_failures_per_address: int = Field(
+        default=20, ge=1, description="Failed logins one client address may have within the window."
+    )
+    login_failure_window_s: int = Field(
+        default=900, ge=1, description="Seconds a failed login counts against the limits."
+    )
+    cookie_secure: bool | None = Field(
+        default=None,
+        description="Mark the session cookie Secure: true, false, or None = when the request came "
+        "over https (behind a TLS proxy, set true or let uvicorn trust the proxy's headers).",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='Origins other sites may call the API from (JSON list, e.g. ["https://intranet.example"]); '
+        "empty = no cross-origin access.",
     )
 
     def resolved_database_url(self) -> str:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request, status
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,8 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from companion import auth
 from companion.api.deps import SESSION_COOKIE, get_session
+from companion.api.routes import agents, devices, exposure, ingest, orgs, rotation, workers
 from companion.api.routes import auth as auth_routes
-from companion.api.routes import devices, exposure, ingest, orgs, rotation, workers
 from companion.api.routes import settings as settings_routes
 from companion.api.schemas import ErrorOut, ValidationErrorOut
 from companion.settings import Settings, get_settings
@@ -110,6 +111,13 @@ async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
+def cookie_secure(request: Request) -> bool:
+    """Whether the session cookie is marked Secure (sent over https only): the setting
+    ``POSTURE_COOKIE_SECURE``, else whether this request came over https."""
+    configured: bool | None = request.app.state.settings.cookie_secure
+    return configured if configured is not None else request.url.scheme == "https"
+
+
 def _login_router() -> APIRouter:
     router = APIRouter(tags=["auth"])
 
@@ -138,7 +146,7 @@ def _login_router() -> APIRouter:
             max_age=int(auth.TOKEN_LIFETIME.total_seconds()),
             httponly=True,
             samesite="lax",
-            secure=request.url.scheme == "https",
+            secure=cookie_secure(request),
             path="/",
         )
         return response
@@ -201,6 +209,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.session_factory = sessionmaker(engine, expire_on_commit=False)
 
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES, exempt=INGEST_PATH)
+    if settings.cors_origins:
+        # Off by default: browsers then let no other site's scripts read an answer.  With an
+        # allow-list, those origins may call the API with a bearer token (never the cookie).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=False,
+            allow_methods=list(_METHODS),
+            allow_headers=["Authorization", "Content-Type"],
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -220,7 +238,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     api = APIRouter(prefix="/api")
-    for module in (auth_routes, orgs, workers, devices, exposure, settings_routes, rotation, ingest):
+    for module in (auth_routes, orgs, workers, devices, exposure, settings_routes, rotation, ingest, agents):
         api.include_router(module.router, responses=API_ERRORS)
     app.include_router(api)
     app.include_router(_login_router())

@@ -57,6 +57,13 @@ def request_token(request: Request) -> str | None:
     return _bearer(request) or request.cookies.get(SESSION_COOKIE) or None
 
 
+def client_address(request: Request) -> str | None:
+    """The address the request came from, as the server saw it.  Behind a reverse proxy this is
+    the proxy's unless uvicorn trusts its X-Forwarded-For (``--forwarded-allow-ips``; it trusts
+    127.0.0.1 by default)."""
+    return request.client.host if request.client is not None else None
+
+
 def principal_of(session: Session, user: User) -> Principal:
     if user.role == "admin":
         teams = frozenset(session.scalars(select(Team.id)).all())

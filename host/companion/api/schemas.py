@@ -96,6 +96,36 @@ class LoginOut(BaseModel):
     user: UserOut
 
 
+class SessionOut(Orm):
+    """One of a user's tokens (a login, a dashboard session or a token from the command line);
+    never the token itself."""
+
+    id: int
+    created_at: UtcDateTime
+    expires_at: UtcDateTime
+    current: bool = Field(description="The token this request was made with")
+
+
+class AgentIn(In):
+    name: str = Field(min_length=1, max_length=200, description="Which sync agent: the PC, its place")
+
+
+class AgentOut(Orm):
+    """A sync agent's upload token as the API shows it: never the token itself."""
+
+    id: int
+    name: str
+    created_at: UtcDateTime
+    expires_at: UtcDateTime | None
+    revoked: bool
+
+
+class AgentTokenOut(AgentOut):
+    """A new agent token: shown once, only its hash is kept."""
+
+    token: str
+
+
 class UserIn(In):
     email: str = Field(max_length=320)
     password: str = Field(min_length=8, max_length=1024)

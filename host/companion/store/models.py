@@ -245,6 +245,23 @@ class AgentToken(Base):
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class LoginFailure(Base):
+    """A failed login, kept for the login rate limit (companion.login_limits) and purged once
+    older than its window.  `account` is the SHA-256 of the e-mail as typed (lower-cased), so
+    mistyped passwords in the e-mail field are not kept readable; `address` the client's."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        Index("ix_login_failures_account_at", "account", "at"),
+        Index("ix_login_failures_address_at", "address", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
 # ---- settings delivered to devices ---------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from companion import auth
 from companion.api.deps import Principal, get_session, require_role
 from companion.api.routes.auth import user_out
-from companion.api.schemas import OrganisationIn, OrganisationOut, TeamIn, TeamOut, UserIn, UserOut
+from companion.api.schemas import Id, OrganisationIn, OrganisationOut, TeamIn, TeamOut, UserIn, UserOut
 from companion.store.models import Organisation, Team, User, Worker
 
 router = APIRouter(tags=["organisations"])
@@ -87,3 +87,14 @@ def create_user(
     out = user_out(session, user)
     session.commit()
     return out
+
+
+@router.delete("/users/{user_id}/sessions", status_code=status.HTTP_204_NO_CONTENT)
+def end_user_sessions(
+    user_id: Id, _p: Principal = Depends(admin_only), session: Session = Depends(get_session)
+) -> None:
+    """End every session of a user at once (a leaked token, a lost laptop); they log in again."""
+    if session.get(User, user_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {user_id}")
+    auth.end_sessions(session, user_id)
+    session.commit()
