@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.routing import APIRoute
-from test_api_resources import DAY, PASSWORD, World, build_world
+from test_api_resources import DAY, PASSWORD, World, build_world, page_form_token
 from test_ingest import JAN1
 
 from companion import auth
@@ -104,6 +104,15 @@ def new_device(w: World) -> dict[str, Any]:
         return {"device": device.device_id}
 
 
+SIGN_IN_FORM: dict[str, str] = {}
+
+
+def open_the_sign_in_page(w: World) -> dict[str, Any]:
+    """As a browser does before it signs in: the page's cookie (kept by the client) and token."""
+    SIGN_IN_FORM["token"] = page_form_token(w.client.get("/login").text)
+    return {}
+
+
 def new_session_of_ana(w: World) -> dict[str, Any]:
     with session_scope(w.engine) as s:
         ana = s.scalar(sa.select(User).where(User.email == w.emails["worker_self"]))
@@ -157,7 +166,8 @@ MATRIX: list[Row] = [
         "/login",
         expect(303, 303, 303, 303, 303, 303, 303),
         form=True,
-        body=lambda w: {"email": "ana@acme.test", "password": PASSWORD},
+        setup=open_the_sign_in_page,
+        body=lambda w: {"email": "ana@acme.test", "password": PASSWORD, "csrf_token": SIGN_IN_FORM["token"]},
     ),
     Row("POST", "/logout", expect(303, 303, 303, 303, 303, 303, 303)),
     Row("GET", "/health", expect(200, 200, 200, 200, 200, 200, 200)),

@@ -9,10 +9,12 @@ import base64
 import csv
 import datetime as dt
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 import test_store
@@ -117,6 +119,21 @@ def world(db_url: str, tmp_path: Path) -> Iterator[World]:
     w.engine.dispose()
 
 
+def page_form_token(page: str) -> str:
+    """The hidden csrf_token of a page's form (the sign-in form, or a signed-in page's sign-out)."""
+    found = re.search(r'name="csrf_token" value="([0-9a-f]*)"', page)
+    assert found, page
+    return found[1]
+
+
+def form_login(client: TestClient, email: str, password: str) -> httpx.Response:
+    """Sign in as a browser does: open the sign-in page (its cookie and form token), post the form."""
+    token = page_form_token(client.get("/login").text)
+    return client.post(
+        "/login", data={"email": email, "password": password, "csrf_token": token}, follow_redirects=False
+    )
+
+
 def count(engine: sa.Engine, table: type) -> int:
     with session_factory(engine)() as session:
         return int(session.scalar(sa.select(sa.func.count()).select_from(table)) or 0)
@@ -173,14 +190,15 @@ def test_logout_ends_the_token(world: World):
 
 def test_the_login_form_sets_an_httponly_cookie_that_authenticates(world: World):
     client = world.client
-    r = client.post("/login", data={"email": "ana@acme.test", "password": PASSWORD}, follow_redirects=False)
+    r = form_login(client, "ana@acme.test", PASSWORD)
     assert r.status_code == 303 and r.headers["location"] == "/"
-    cookie = r.headers["set-cookie"]
-    assert "posture_session=" in cookie and "HttpOnly" in cookie and "samesite=lax" in cookie.lower()
+    cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith("posture_session="))
+    assert "HttpOnly" in cookie and "samesite=lax" in cookie.lower()
     token = r.cookies["posture_session"]
     client.cookies.set("posture_session", token)  # as the browser keeps it
     assert client.get("/api/me").json()["email"] == "ana@acme.test"
-    out = client.post("/logout", follow_redirects=False)
+    sign_out = page_form_token(client.get("/me").text)
+    out = client.post("/logout", data={"csrf_token": sign_out}, follow_redirects=False)
     assert out.status_code == 303
     client.cookies.set("posture_session", token)  # even a client that ignores the clearing...
     assert client.get("/api/me").status_code == 401  # ...has a dead session
@@ -188,9 +206,7 @@ def test_the_login_form_sets_an_httponly_cookie_that_authenticates(world: World)
 
 
 def test_a_failed_form_login_goes_back_to_the_form(world: World):
-    r = world.client.post(
-        "/login", data={"email": "ana@acme.test", "password": "wrong!!!"}, follow_redirects=False
-    )
+    r = form_login(world.client, "ana@acme.test", "wrong!!!")
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
     assert "posture_session" not in r.cookies
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import test_store
 from fastapi.testclient import TestClient
-from test_api_resources import DAY, JAN1, PASSWORD, World, build_world
+from test_api_resources import DAY, JAN1, PASSWORD, World, build_world, form_login
 from test_worker_pages import minutes_at, upload
 
 import protocol
@@ -39,7 +39,7 @@ def world(db_url: str, tmp_path: Path) -> Iterator[World]:
 def signed_in(world: World, who: str) -> TestClient:
     """A browser of its own, signed in through the login form (session cookie)."""
     client = TestClient(world.client.app)
-    r = client.post("/login", data={"email": world.emails[who], "password": PASSWORD}, follow_redirects=False)
+    r = form_login(client, world.emails[who], PASSWORD)
     assert r.status_code == 303 and r.headers["location"] == "/", r.text
     return client
 

@@ -87,16 +87,22 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def sign_in(url: str, email: str, password: str) -> str:
-    """The dashboard's form login; returns the session cookie."""
+    """The dashboard's form login (the sign-in page first: its cookie and form token); returns
+    the session cookie."""
+    with urllib.request.urlopen(url + "/login", timeout=5) as r:
+        signin_cookie = r.headers["Set-Cookie"].split(";")[0]
+        form_token = r.read().decode().split('name="csrf_token" value="')[1].split('"')[0]
     opener = urllib.request.build_opener(_NoRedirect)
-    body = urllib.parse.urlencode({"email": email, "password": password}).encode()
+    body = urllib.parse.urlencode({"email": email, "password": password, "csrf_token": form_token}).encode()
     try:
-        opener.open(urllib.request.Request(url + "/login", data=body), timeout=5)
+        opener.open(
+            urllib.request.Request(url + "/login", data=body, headers={"Cookie": signin_cookie}), timeout=5
+        )
     except urllib.error.HTTPError as e:
         assert e.code == 303 and e.headers["Location"] == "/"
-        cookie = e.headers["Set-Cookie"].split(";")[0]
-        assert "HttpOnly" in e.headers["Set-Cookie"] and "SameSite=lax" in e.headers["Set-Cookie"]
-        return cookie
+        session = next(c for c in e.headers.get_all("Set-Cookie") if c.startswith("posture_session="))
+        assert "HttpOnly" in session and "SameSite=lax" in session
+        return session.split(";")[0]
     raise AssertionError("the login form did not redirect")
 
 

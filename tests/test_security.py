@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 import test_store
 from fastapi.testclient import TestClient
-from test_api_resources import PASSWORD, World, b64, build_world
+from test_api_resources import PASSWORD, World, b64, build_world, form_login, page_form_token
 from test_ingest import JAN1, KEY, minutes_batch
 
 from companion import auth
@@ -351,22 +351,32 @@ def test_a_device_key_rotation_refuses_batches_signed_with_the_old_key(world: Wo
 # ---- secure defaults ---------------------------------------------------------------------------------
 
 
-def form_login(client: TestClient, email: str, password: str) -> httpx.Response:
-    return client.post("/login", data={"email": email, "password": password}, follow_redirects=False)
+def session_cookie(response: httpx.Response) -> str:
+    return next(c for c in response.headers.get_list("set-cookie") if c.startswith("posture_session="))
 
 
 def test_the_session_cookie_is_httponly_samesite_and_secure_over_https(world: World):
-    plain = form_login(world.client, "ana@acme.test", PASSWORD).headers["set-cookie"]
+    plain = session_cookie(form_login(world.client, "ana@acme.test", PASSWORD))
     assert "HttpOnly" in plain and "samesite=lax" in plain.lower() and "secure" not in plain.lower()
     with TestClient(world.client.app, base_url="https://posture.example") as tls:
-        secure = form_login(tls, "ana@acme.test", PASSWORD).headers["set-cookie"]
+        secure = session_cookie(form_login(tls, "ana@acme.test", PASSWORD))
     assert "; secure" in secure.lower()
 
 
 def test_the_secure_flag_can_be_forced_for_a_tls_proxy(world: World, tmp_path: Path):
     app = create_app(Settings(database_url=url_of(world), data_dir=tmp_path, cookie_secure=True))
     with TestClient(app) as client:  # plain http between the proxy and the app
-        assert "; secure" in form_login(client, "ana@acme.test", PASSWORD).headers["set-cookie"].lower()
+        page = client.get("/login")
+        signin = page.headers["set-cookie"]
+        assert "; secure" in signin.lower()
+        # The browser talks https to the proxy, so it sends the Secure cookie back.
+        r = client.post(
+            "/login",
+            data={"email": "ana@acme.test", "password": PASSWORD, "csrf_token": page_form_token(page.text)},
+            headers={"Cookie": signin.split(";")[0]},
+            follow_redirects=False,
+        )
+        assert "; secure" in session_cookie(r).lower()
     app.state.store.dispose()
 
 
@@ -411,3 +421,93 @@ def test_the_first_start_makes_an_admin_with_a_random_password_shown_once(tmp_pa
         passwords.append(created[1])
         engine.dispose()
     assert passwords[0] != passwords[1]  # no default password
+
+
+# ---- CSRF on the sign-in and sign-out forms -----------------------------------------------------------
+
+
+def sessions_of_ana(world: World) -> int:
+    with session_scope(world.engine) as session:
+        ana = session.scalar(sa.select(auth.User.id).where(auth.User.email == "ana@acme.test"))
+        return len(auth.user_sessions(session, ana or 0))
+
+
+def test_the_sign_in_form_is_refused_without_the_token_of_its_page(world: World):
+    before = sessions_of_ana(world)
+    r = world.client.post(
+        "/login", data={"email": "ana@acme.test", "password": PASSWORD}, follow_redirects=False
+    )
+    assert r.status_code == 403 and "posture_session" not in r.cookies
+    assert "This sign-in form has expired or was not sent from this site" in r.text
+    assert sessions_of_ana(world) == before
+    # The refusal is the sign-in form again, with a token that works.
+    again = world.client.post(
+        "/login",
+        data={"email": "ana@acme.test", "password": PASSWORD, "csrf_token": page_form_token(r.text)},
+        follow_redirects=False,
+    )
+    assert again.status_code == 303 and again.headers["location"] == "/"
+
+
+def test_a_sign_in_token_is_refused_from_a_browser_without_its_cookie(world: World):
+    # Login CSRF: an attacker's own page token, posted by the victim's browser, which lacks the
+    # attacker's sign-in cookie.
+    attacker_token = page_form_token(client_from(world, "203.0.113.5").get("/login").text)
+    victim = client_from(world, "198.51.100.7")
+    victim.get("/login")  # the victim's browser has a sign-in cookie of its own
+    r = victim.post(
+        "/login",
+        data={"email": "ben@acme.test", "password": PASSWORD, "csrf_token": attacker_token},
+        follow_redirects=False,
+    )
+    assert r.status_code == 403 and "posture_session" not in r.cookies
+
+
+def test_the_sign_in_cookie_is_httponly_and_scoped_to_the_sign_in_form(world: World):
+    cookie = world.client.get("/login").headers["set-cookie"]
+    assert cookie.startswith("posture_signin=") and "HttpOnly" in cookie and "Path=/login" in cookie
+    assert "samesite=lax" in cookie.lower()
+
+
+def test_the_sign_in_form_is_rate_limited_with_a_429_page(world: World):
+    for _ in range(5):
+        assert form_login(world.client, "ana@acme.test", "wrong password").status_code == 303
+    r = form_login(world.client, "ana@acme.test", PASSWORD)
+    assert r.status_code == 429 and 890 <= int(r.headers["Retry-After"]) <= 900
+    assert "Too many failed logins for this account: try again in 15 min." in r.text
+    assert "posture_session" not in r.cookies
+
+
+def signed_in_browser(world: World) -> tuple[TestClient, str]:
+    browser = client_from(world, "198.51.100.7")
+    r = form_login(browser, "ana@acme.test", PASSWORD)
+    assert r.status_code == 303
+    return browser, r.cookies["posture_session"]
+
+
+def test_sign_out_is_refused_without_the_sessions_form_token(world: World):
+    browser, session_token = signed_in_browser(world)
+    forged = browser.post("/logout", follow_redirects=False)
+    wrong = browser.post("/logout", data={"csrf_token": "0" * 64}, follow_redirects=False)
+    assert forged.status_code == wrong.status_code == 403
+    assert "not sent from your own page" in forged.text
+    assert browser.get("/api/me").status_code == 200  # still signed in
+    token = page_form_token(browser.get("/me").text)  # the sign-out form of every page
+    out = browser.post("/logout", data={"csrf_token": token}, follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"] == "/login"
+    assert world.client.get("/api/me", headers=bearer(session_token)).status_code == 401
+
+
+def test_every_pages_sign_out_form_carries_the_sessions_token(world: World):
+    from companion.web import csrf
+
+    browser, session_token = signed_in_browser(world)
+    for path in ("/me", "/me/week", "/me/settings"):
+        page = browser.get(path).text
+        sign_out = page[page.index('action="/logout"') :]
+        assert page_form_token(sign_out) == csrf.session_form_token(session_token), path
+
+
+def test_sign_out_without_a_live_session_just_goes_to_the_sign_in_page(world: World):
+    r = world.client.post("/logout", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login"

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 import test_store
 from fastapi.testclient import TestClient
-from test_api_resources import JAN1, PASSWORD, World, b64, build_world
+from test_api_resources import JAN1, PASSWORD, World, b64, build_world, form_login
 from test_ingest import frames, minute_payload
 
 import protocol
@@ -80,7 +80,7 @@ def alert(start_s: int, time_to_correct_s: int | None, outcome: str) -> tuple[in
 def signed_in(world: World, who: str) -> TestClient:
     """A browser of its own, signed in through the login form (session cookie)."""
     client = TestClient(world.client.app)
-    r = client.post("/login", data={"email": world.emails[who], "password": PASSWORD}, follow_redirects=False)
+    r = form_login(client, world.emails[who], PASSWORD)
     assert r.status_code == 303 and r.headers["location"] == "/", r.text
     return client
 

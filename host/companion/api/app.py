@@ -19,11 +19,13 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from companion import auth
-from companion.api.deps import SESSION_COOKIE, get_session
+from companion.api.deps import SESSION_COOKIE, cookie_secure, get_session
 from companion.api.routes import agents, devices, exposure, ingest, orgs, rotation, workers
 from companion.api.routes import auth as auth_routes
 from companion.api.routes import settings as settings_routes
+from companion.api.routes.auth import TOO_MANY_LOGINS, checked_login
 from companion.api.schemas import ErrorOut, ValidationErrorOut
+from companion.login_limits import TooManyFailures
 from companion.settings import Settings, get_settings
 from companion.store import open_store
 
@@ -111,11 +113,17 @@ async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
-def cookie_secure(request: Request) -> bool:
-    """Whether the session cookie is marked Secure (sent over https only): the setting
-    ``POSTURE_COOKIE_SECURE``, else whether this request came over https."""
-    configured: bool | None = request.app.state.settings.cookie_secure
-    return configured if configured is not None else request.url.scheme == "https"
+# What the forms answer when they refuse: an HTML page (the sign-in form again, or a short one).
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+_FORM_FORGED = {
+    "description": "The form did not carry its page's token (CSRF): nothing done",
+    "content": _HTML,
+}
+_FORM_TOO_MANY = {
+    "description": "Too many failed logins for this e-mail or from this address: the form again",
+    "content": _HTML,
+    "headers": TOO_MANY_LOGINS[429]["headers"],
+}
 
 
 def _login_router() -> APIRouter:
@@ -125,16 +133,35 @@ def _login_router() -> APIRouter:
         "/login",
         status_code=status.HTTP_303_SEE_OTHER,
         response_class=RedirectResponse,
-        responses={303: {"description": "To / when logged in, else to /login?error=1"}, **_FORM_ANSWERS},
+        responses={
+            303: {"description": "To / when logged in, else to /login?error=1"},
+            403: _FORM_FORGED,
+            429: _FORM_TOO_MANY,
+            **_FORM_ANSWERS,
+        },
     )
     def login_form(
         email: Annotated[str, Form(max_length=320)],
         password: Annotated[str, Form(max_length=1024)],
         request: Request,
+        csrf_token: Annotated[str | None, Form(max_length=128)] = None,
         session: Session = Depends(get_session),
     ) -> Response:
-        """The dashboard's login form: sets the session cookie and redirects to /."""
-        user = auth.authenticate(session, email, password)
+        """The dashboard's login form: sets the session cookie and redirects to /.  Refused (403)
+        without the token of the sign-in page the browser was given; rate limited like
+        POST /api/auth/login (429)."""
+        from companion.web import csrf, signin
+
+        try:
+            csrf.check_login_form(request, csrf_token)
+        except csrf.ForgedForm:
+            return signin.login_page_response(request, message=signin.FORM_EXPIRED, status_code=403)
+        try:
+            user = checked_login(session, request, email, password)
+        except TooManyFailures as exc:
+            page = signin.login_page_response(request, message=f"{str(exc).capitalize()}.", status_code=429)
+            page.headers["Retry-After"] = str(exc.retry_after_s)
+            return page
         if user is None:
             return RedirectResponse("/login?error=1", status_code=status.HTTP_303_SEE_OTHER)
         token = auth.issue_token(session, user)
@@ -149,18 +176,30 @@ def _login_router() -> APIRouter:
             secure=cookie_secure(request),
             path="/",
         )
+        response.delete_cookie(csrf.LOGIN_COOKIE, path=csrf.LOGIN_COOKIE_PATH)
         return response
 
     @router.post(
         "/logout",
         status_code=status.HTTP_303_SEE_OTHER,
         response_class=RedirectResponse,
-        responses={303: {"description": "To /login"}, 413: _TOO_LARGE},
+        responses={303: {"description": "To /login"}, 403: _FORM_FORGED, **_FORM_ANSWERS},
     )
-    def logout_form(request: Request, session: Session = Depends(get_session)) -> Response:
-        """Ends the cookie's session and clears it."""
+    def logout_form(
+        request: Request,
+        csrf_token: Annotated[str | None, Form(max_length=128)] = None,
+        session: Session = Depends(get_session),
+    ) -> Response:
+        """Ends the cookie's session and clears it.  A live session is only ended by the sign-out
+        form of its own pages (the session's form token): 403 otherwise."""
+        from companion.web import csrf, signin
+
         token = request.cookies.get(SESSION_COOKIE)
-        if token:
+        if token and auth.user_for_token(session, token) is not None:
+            try:
+                csrf.check_session_form_token(token, csrf_token)
+            except csrf.ForgedForm as exc:
+                return signin.refused_form_response(request, str(exc.detail))
             auth.revoke_token(session, token)
             session.commit()
         response = RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)

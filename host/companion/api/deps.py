@@ -64,6 +64,13 @@ def client_address(request: Request) -> str | None:
     return request.client.host if request.client is not None else None
 
 
+def cookie_secure(request: Request) -> bool:
+    """Whether cookies are marked Secure (sent over https only): the setting
+    ``POSTURE_COOKIE_SECURE``, else whether this request came over https."""
+    configured: bool | None = request.app.state.settings.cookie_secure
+    return configured if configured is not None else request.url.scheme == "https"
+
+
 def principal_of(session: Session, user: User) -> Principal:
     if user.role == "admin":
         teams = frozenset(session.scalars(select(Team.id)).all())

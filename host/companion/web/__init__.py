@@ -12,11 +12,15 @@ from pathlib import Path
 
 from fastapi import APIRouter
 
-from companion.web import pages, wearer
+from companion.web import csrf, pages, signin, wearer
 
 router = APIRouter(include_in_schema=False)
-router.include_router(pages.router)  # sign-in, team and worker pages for ergonomists and admins
+router.include_router(signin.router)  # the sign-in page
+router.include_router(pages.router)  # team and worker pages for ergonomists and admins
 router.include_router(wearer.router)  # the wearer's own: /me, /me/week, /me/settings
+
+# Every page's sign-out form carries the session's form token (templates/base.html).
+pages.TEMPLATES.env.globals["form_token"] = csrf.form_token
 
 STATIC_DIR = Path(__file__).parent / "static"
 

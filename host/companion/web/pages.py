@@ -73,11 +73,6 @@ def _rotation_or_none(answer: Callable[[], dict[str, Any]]) -> dict[str, Any] | 
         raise
 
 
-@router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, error: int = 0) -> HTMLResponse:
-    return _page(request, "login.html", None, error=bool(error))
-
-
 @router.get("/")
 def home(request: Request, session: Session = Depends(get_session)) -> Response:
     principal = _principal_or_none(request, session)
