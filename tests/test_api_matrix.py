@@ -23,7 +23,7 @@ from test_api_resources import DAY, PASSWORD, World, build_world, page_form_toke
 from test_ingest import JAN1
 
 from companion import auth
-from companion.store import AgentToken, ApiToken, Device, Task, TaskSegment, User, session_scope
+from companion.store import AgentToken, ApiToken, Device, Task, TaskSegment, User, Worker, session_scope
 
 CALLERS = ("worker_self", "worker_other", "erg_own", "erg_other", "admin", "anonymous", "agent")
 ROTATION_PRESENT = importlib.util.find_spec("companion.rotation") is not None
@@ -130,6 +130,14 @@ def new_user(w: World) -> dict[str, Any]:
         return {"user": user.id}
 
 
+def new_worker(w: World) -> dict[str, Any]:
+    with session_scope(w.engine) as s:
+        worker = Worker(name=f"W{n()}", team_id=w.ids["ta"])
+        s.add(worker)
+        s.flush()
+        return {"worker": worker.id}
+
+
 def new_agent(w: World) -> dict[str, Any]:
     with session_scope(w.engine) as s:
         token = auth.issue_agent_token(s, f"agent {n()}")
@@ -198,6 +206,10 @@ MATRIX: list[Row] = [
     Row("GET", "/api/workers", ANY_USER),
     Row("POST", "/api/workers", ADMIN_CREATES, body=lambda w: {"name": f"W{n()}", "team_id": w.ids["ta"]}),
     Row("GET", "/api/workers/{wa}", WORKER_READ),
+    # data rights: the worker themself and admins (tests/test_data_rights.py erases a worker as
+    # themself; here the erased one is a throwaway, so worker_self is not the worker it is about)
+    Row("GET", "/api/workers/{wa}/export", expect(200, 403, 403, 403, 200)),
+    Row("DELETE", "/api/workers/{worker}", expect(403, 403, 403, 403, 200), setup=new_worker),
     # devices
     Row("GET", "/api/devices", MANAGERS),
     Row("GET", "/api/devices/W017", TEAM_READ),

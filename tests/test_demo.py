@@ -100,7 +100,7 @@ def sign_in(url: str, email: str, password: str) -> str:
         )
     except urllib.error.HTTPError as e:
         assert e.code == 303 and e.headers["Location"] == "/"
-        session = next(c for c in e.headers.get_all("Set-Cookie") if c.startswith("posture_session="))
+        session = next(c for c in e.headers.get_all("Set-Cookie") or [] if c.startswith("posture_session="))
         assert "HttpOnly" in session and "SameSite=lax" in session
         return session.split(";")[0]
     raise AssertionError("the login form did not redirect")

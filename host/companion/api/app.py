@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from companion import auth
 from companion.api.deps import SESSION_COOKIE, cookie_secure, get_session
-from companion.api.routes import agents, devices, exposure, ingest, orgs, rotation, workers
+from companion.api.routes import agents, datarights, devices, exposure, ingest, orgs, rotation, workers
 from companion.api.routes import auth as auth_routes
 from companion.api.routes import settings as settings_routes
 from companion.api.routes.auth import TOO_MANY_LOGINS, checked_login
@@ -277,7 +277,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     api = APIRouter(prefix="/api")
-    for module in (auth_routes, orgs, workers, devices, exposure, settings_routes, rotation, ingest, agents):
+    for module in (
+        auth_routes,
+        orgs,
+        workers,
+        devices,
+        exposure,
+        settings_routes,
+        rotation,
+        ingest,
+        agents,
+        datarights,
+    ):
         api.include_router(module.router, responses=API_ERRORS)
     app.include_router(api)
     app.include_router(_login_router())

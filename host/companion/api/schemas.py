@@ -170,6 +170,32 @@ class WorkerOut(Orm):
     timezone: str
 
 
+class WorkerExportOut(BaseModel):
+    """Everything stored about a worker (companion.datarights.export_worker); times as ISO 8601
+    with their offset, histograms as seconds per bin, raw records as hex."""
+
+    format: str
+    exported_at: str
+    worker: dict[str, Any]
+    logins: list[dict[str, Any]]
+    sessions: list[dict[str, Any]]
+    devices: dict[str, Any]
+    settings: dict[str, Any] | None
+    daily_exposure: list[dict[str, Any]]
+    task_segments: list[dict[str, Any]]
+    minute_summaries: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    records: list[dict[str, Any]]
+
+
+class ErasureOut(BaseModel):
+    """What erasing a worker deleted: rows per table, and the devices taken out of service."""
+
+    worker_id: int
+    deleted: dict[str, int]
+    devices_revoked: list[str]
+
+
 # ---- devices ---------------------------------------------------------------------------------------
 
 

@@ -12,12 +12,13 @@ from pathlib import Path
 
 from fastapi import APIRouter
 
-from companion.web import csrf, pages, signin, wearer
+from companion.web import csrf, mydata, pages, signin, wearer
 
 router = APIRouter(include_in_schema=False)
 router.include_router(signin.router)  # the sign-in page
 router.include_router(pages.router)  # team and worker pages for ergonomists and admins
 router.include_router(wearer.router)  # the wearer's own: /me, /me/week, /me/settings
+router.include_router(mydata.router)  # the wearer's data: delete it (/me/delete)
 
 # Every page's sign-out form carries the session's form token (templates/base.html).
 pages.TEMPLATES.env.globals["form_token"] = csrf.form_token

@@ -21,9 +21,13 @@ FORM_EXPIRED = (
 )
 
 
+DELETED = "Your data has been deleted and your login with it."
+
+
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, error: int = 0) -> HTMLResponse:
-    return login_page_response(request, message=WRONG_PASSWORD if error else None)
+def login_page(request: Request, error: int = 0, deleted: int = 0) -> HTMLResponse:
+    message = WRONG_PASSWORD if error else DELETED if deleted else None
+    return login_page_response(request, message=message)
 
 
 def login_page_response(
