@@ -18,7 +18,6 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-import test_store
 from fastapi.testclient import TestClient
 from test_api_resources import PASSWORD, World, b64, build_world, form_login, page_form_token
 from test_ingest import JAN1, KEY, minutes_batch
@@ -27,9 +26,21 @@ from companion import auth
 from companion.api.app import create_app
 from companion.ingest import batch_mac
 from companion.settings import Settings
-from companion.store import LoginFailure, session_scope
+from companion.store import LoginFailure, make_engine, session_scope
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+POSTGRES_URL_ENV = "POSTURE_TEST_POSTGRES_URL"
+
+
+def empty_database(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        existing = sa.MetaData()
+        existing.reflect(conn)
+        existing.drop_all(conn)
+    engine.dispose()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -39,16 +50,16 @@ def shared_world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     tmp = tmp_path_factory.mktemp("security")
     url = f"sqlite:///{tmp / 'posture.db'}"
     if request.param == "postgres":
-        url = os.environ.get(test_store.POSTGRES_URL_ENV, "")
+        url = os.environ.get(POSTGRES_URL_ENV, "")
         if not url:
-            pytest.skip(f"{test_store.POSTGRES_URL_ENV} is not set")
-        test_store._empty_database(url)
+            pytest.skip(f"{POSTGRES_URL_ENV} is not set")
+        empty_database(url)
     w = build_world(url, tmp)
     yield w
     w.client.close()
     w.engine.dispose()
     if request.param == "postgres":
-        test_store._empty_database(url)
+        empty_database(url)
 
 
 @pytest.fixture
