@@ -522,3 +522,42 @@ def test_every_pages_sign_out_form_carries_the_sessions_token(world: World):
 def test_sign_out_without_a_live_session_just_goes_to_the_sign_in_page(world: World):
     r = world.client.post("/logout", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/login"
+
+
+# ---- the same from the command line --------------------------------------------------------------------
+
+
+def test_agent_tokens_and_sessions_are_managed_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from companion.cli import main
+    from companion.store import open_store
+
+    db = str(tmp_path / "cli.db")
+
+    def run(*argv: str) -> tuple[int, str]:
+        code = main(list(argv))
+        return code, capsys.readouterr().out
+
+    code, out = run("agents", "--db", db, "add", "door laptop")
+    first = out.split(": ")[-1].split()[0]
+    assert code == 0 and out.startswith("agent token 1 for door laptop: ")
+    code, out = run("agents", "--db", db, "rotate", "1")
+    second = out.split(": ")[1].split()[0]
+    engine = open_store(f"sqlite:///{db}")
+    with session_scope(engine) as session:
+        assert auth.agent_for_token(session, first) is None  # the old one fails at once
+        assert auth.agent_for_token(session, second) is not None
+    assert run("agents", "--db", db, "revoke", "1")[0] == 0
+    assert (
+        "True" in run("agents", "--db", db, "list")[1] and second not in run("agents", "--db", db, "list")[1]
+    )
+    with session_scope(engine) as session:
+        assert auth.agent_for_token(session, second) is None
+        user = auth.create_user(session, "ana@acme.test", PASSWORD, "ergonomist")
+        token = auth.issue_token(session, user)
+    code, out = run("users", "--db", db, "end-sessions", "ana@acme.test")
+    assert code == 0 and out.strip() == "ended 1 session of ana@acme.test"
+    with session_scope(engine) as session:
+        assert auth.user_for_token(session, token) is None
+    engine.dispose()

@@ -82,6 +82,23 @@ def add_server_parsers(sub: Any) -> None:
     tok.add_argument("--agent", metavar="NAME", help="issue an upload token for the sync agent NAME instead")
     tok.add_argument("--days", type=float, default=7.0, help="validity of a user token (default 7 days)")
     tok.set_defaults(func=cmd_users_token)
+    end = u.add_parser("end-sessions", help="end every session of a user at once (their tokens stop working)")
+    end.add_argument("email")
+    end.set_defaults(func=cmd_users_end_sessions)
+
+    agents = sub.add_parser("agents", help="sync agents' upload tokens (list, add, rotate, revoke)")
+    _add_db_option(agents)
+    a = agents.add_subparsers(dest="agents_command", required=True)
+    a.add_parser("list", help="list agent tokens (never the tokens)").set_defaults(func=cmd_agents_list)
+    aadd = a.add_parser("add", help="issue a token for a sync agent (printed once)")
+    aadd.add_argument("name")
+    aadd.set_defaults(func=cmd_agents_add)
+    arot = a.add_parser("rotate", help="a new token for the agent (printed once); the old one stops working")
+    arot.add_argument("agent_id", type=int)
+    arot.set_defaults(func=cmd_agents_rotate)
+    arev = a.add_parser("revoke", help="refuse the agent's uploads from now on")
+    arev.add_argument("agent_id", type=int)
+    arev.set_defaults(func=cmd_agents_revoke)
 
     devices = sub.add_parser("devices", help="register devices and manage their keys")
     _add_db_option(devices)
@@ -251,6 +268,84 @@ def cmd_users_token(args: argparse.Namespace) -> int:
             print("posture users token: give an e-mail or --agent NAME", file=sys.stderr)
             return 2
     print(token)
+    return 0
+
+
+def cmd_users_end_sessions(args: argparse.Namespace) -> int:
+    from companion import auth
+    from companion.store import session_scope
+
+    with session_scope(_store(args)) as session:
+        ended = auth.end_sessions(session, _user(session, args.email).id)
+    print(f"ended {ended} session{'s' if ended != 1 else ''} of {args.email}")
+    return 0
+
+
+def _agent(session: Any, agent_id: int) -> Any:
+    from companion.store import AgentToken
+
+    agent = session.get(AgentToken, agent_id)
+    if agent is None:
+        raise SystemExit(f"posture agents: no agent token {agent_id}")
+    return agent
+
+
+def cmd_agents_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+    from sqlalchemy import select
+
+    from companion.store import AgentToken, session_factory
+
+    table = Table("id", "name", "created", "expires", "revoked")
+    with session_factory(_store(args))() as session:
+        for agent in session.scalars(select(AgentToken).order_by(AgentToken.id)):
+            table.add_row(
+                str(agent.id),
+                agent.name,
+                str(agent.created_at),
+                str(agent.expires_at or ""),
+                str(agent.revoked),
+            )
+    Console().print(table)
+    return 0
+
+
+def cmd_agents_add(args: argparse.Namespace) -> int:
+    from companion import auth
+    from companion.store import session_scope
+
+    with session_scope(_store(args)) as session:
+        token = auth.issue_agent_token(session, args.name)
+        agent_id = auth.agent_for_token(session, token).id  # type: ignore[union-attr]
+    print(f"agent token {agent_id} for {args.name}: {token}   (shown once)")
+    return 0
+
+
+def cmd_agents_rotate(args: argparse.Namespace) -> int:
+    from companion import auth
+    from companion.store import session_scope
+
+    with session_scope(_store(args)) as session:
+        agent = _agent(session, args.agent_id)
+        if agent.revoked:
+            print(
+                f"posture agents rotate: agent token {args.agent_id} is revoked: add a new one",
+                file=sys.stderr,
+            )
+            return 2
+        token = auth.rotate_agent_token(session, agent)
+    print(f"agent token {args.agent_id}: {token}   (shown once; the old token no longer works)")
+    return 0
+
+
+def cmd_agents_revoke(args: argparse.Namespace) -> int:
+    from companion import auth
+    from companion.store import session_scope
+
+    with session_scope(_store(args)) as session:
+        auth.revoke_agent_token(session, _agent(session, args.agent_id))
+    print(f"agent token {args.agent_id} revoked: its uploads are refused from now on")
     return 0
 
 
