@@ -6,6 +6,7 @@ tests/test_store.py)."""
 from __future__ import annotations
 
 import datetime as dt
+import gc
 
 import numpy as np
 import pytest
@@ -203,6 +204,44 @@ def test_a_battery_record_updates_the_device(engine: Engine):
         device = session.scalars(sa.select(Device)).one()
         assert (device.battery_mv, device.battery_percent) == (3900, 76)
         assert device.last_sync is not None
+
+
+def test_a_device_the_session_holds_sees_what_the_batch_changed(engine: Engine):
+    add_worker_and_device(engine)
+    battery = protocol.encode_event(protocol.BATTERY, JAN1 + 300, 3800, 64, 1)
+    with session_factory(engine)() as session, session.begin():
+        device = session.scalars(sa.select(Device)).one()
+        assert device.contiguous_seq is None
+        ingest_batch(
+            session, "W017", minutes_batch(0, JAN1, 5) + frames([(5, protocol.BATTERY, battery)]), None
+        )
+        assert (device.contiguous_seq, device.battery_mv, device.battery_percent) == (5, 3800, 64)
+        assert device.last_sync is not None and device not in session.dirty
+
+
+def test_a_days_row_the_session_holds_reads_dirty_after_a_deferred_batch(engine: Engine):
+    add_worker_and_device(engine)
+    ingest(engine, minutes_batch(0, JAN1, 10))
+    with session_factory(engine)() as session, session.begin():
+        row = session.scalars(sa.select(DailyExposure)).one()
+        assert not row.dirty
+        ingest_batch(session, "W017", minutes_batch(10, JAN1 + 600, 10), None, recompute=False)
+        assert row.dirty
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["collector on", "collector off"])
+def test_the_garbage_collector_is_left_as_it_was(engine: Engine, enabled: bool):
+    add_worker_and_device(engine)
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        ingest(engine, minutes_batch(0, JAN1, 10))
+        assert gc.isenabled() is enabled
+        with pytest.raises(MalformedBatch):
+            ingest(engine, minutes_batch(10, JAN1 + 600, 10)[:-1])
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
 
 
 def test_ingest_computes_the_daily_exposure_of_the_days_it_touches(engine: Engine):

@@ -1,16 +1,17 @@
 """The companion store: migrations, constraints, settings.
 
 Every test taking `db_url` runs on SQLite, and on PostgreSQL too when POSTURE_TEST_POSTGRES_URL
-is set (e.g. ``postgresql+psycopg://user:pw@127.0.0.1:5432/db``; the database is emptied first).
-The fixtures here are shared with tests/test_ingest.py."""
+is set (e.g. ``postgresql+psycopg://user:pw@127.0.0.1:5432/db``): each on an empty database of
+its own (tests/databases.py).  The fixtures here are shared with tests/test_ingest.py."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import databases
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -30,9 +31,9 @@ from companion.store import (
     User,
     Worker,
     alembic_config,
+    at_head,
     bins_from_bytes,
     bins_to_bytes,
-    make_engine,
     open_store,
     session_factory,
     session_scope,
@@ -40,7 +41,6 @@ from companion.store import (
 )
 from companion.store.bulk import BulkInsert
 
-POSTGRES_URL_ENV = "POSTURE_TEST_POSTGRES_URL"
 TABLES = {
     "organisations",
     "teams",
@@ -55,27 +55,8 @@ TABLES = {
 }
 
 
-def _empty_database(url: str) -> None:
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        existing = sa.MetaData()
-        existing.reflect(conn)
-        existing.drop_all(conn)
-    engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database: a SQLite file, or the PostgreSQL database of POSTURE_TEST_POSTGRES_URL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'posture.db'}"
-        return
-    url = os.environ.get(POSTGRES_URL_ENV)
-    if not url:
-        pytest.skip(f"{POSTGRES_URL_ENV} is not set")
-    _empty_database(url)
-    yield url
-    _empty_database(url)
+# The fixture of tests/databases.py (also in conftest.py), under the name other modules use.
+db_url = databases.db_url
 
 
 @pytest.fixture
@@ -124,6 +105,28 @@ def test_downgrade_to_base_and_back(engine: Engine):
     assert TABLES <= set(sa.inspect(engine).get_table_names())
 
 
+def test_a_store_at_the_newest_revision_opens_without_running_alembic(
+    engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    # What lets `posture serve --workers N` migrate once, in the parent, before forking.
+    assert at_head(engine)
+
+    def upgrade(*_args: object) -> None:
+        raise AssertionError("Alembic ran on a store at head")
+
+    monkeypatch.setattr(command, "upgrade", upgrade)
+    open_store(db_url).dispose()
+
+
+def test_processes_opening_an_empty_store_at_once_migrate_it_once(db_url: str):
+    # Threads stand in for processes: each opens its own engine, as a worker process would.
+    with ThreadPoolExecutor(3) as pool:
+        engines = list(pool.map(lambda _: open_store(db_url), range(3)))
+    assert all(at_head(e) for e in engines) and TABLES <= set(sa.inspect(engines[0]).get_table_names())
+    for e in engines:
+        e.dispose()
+
+
 # ---- constraints and round trips ----------------------------------------------------------------
 
 
@@ -157,8 +160,12 @@ def test_a_bulk_insert_stores_what_a_core_insert_stores(engine: Engine):
     records = BulkInsert(Record, ("seq", *record), constants=("device_pk", "received_at"))
     with session_scope(engine) as session:
         connection = session.connection()
-        events.execute(connection, [(1, *event.values())], device_pk=device_pk, worker_id=worker_id)
-        records.execute(connection, [(1, *record.values())], device_pk=device_pk, received_at=received)
+        events.execute(
+            connection, [[1], *([v] for v in event.values())], device_pk=device_pk, worker_id=worker_id
+        )
+        records.execute(
+            connection, [[1], *([v] for v in record.values())], device_pk=device_pk, received_at=received
+        )
         session.execute(
             sa.insert(Event), [{**event, "seq": 2, "device_pk": device_pk, "worker_id": worker_id}]
         )
@@ -176,7 +183,9 @@ def test_a_bulk_insert_stores_what_a_core_insert_stores(engine: Engine):
     with pytest.raises(TypeError, match="constants"), session_scope(engine) as session:
         records.execute(session.connection(), [], device_pk=device_pk)
     with pytest.raises(IntegrityError), session_scope(engine) as session:  # seq 1 is taken
-        records.execute(session.connection(), [(1, 3, b"", 0)], device_pk=device_pk, received_at=received)
+        records.execute(
+            session.connection(), [[1], [3], [b""], [0]], device_pk=device_pk, received_at=received
+        )
 
 
 def test_user_roles_are_checked(engine: Engine):

@@ -234,8 +234,10 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings()
     db = Path(args.db) if args.db else settings.data_dir / "demo.db"
     db.parent.mkdir(parents=True, exist_ok=True)
-    if db.exists():
-        db.unlink()  # a fresh demo every time
+    # A fresh demo every time; with the files SQLite's WAL mode keeps beside it, which would
+    # otherwise be replayed into the new database.
+    for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        stale.unlink(missing_ok=True)
     url = f"sqlite:///{db}"
     console.print(f"database: {db} (SQLite, created fresh)")
     engine = open_store(url)

@@ -33,10 +33,12 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import and_, select
+from sqlalchemy import Dialect, Insert, Table, and_, bindparam, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 import protocol
+from companion.store.bulk import Prepared
 from companion.store.models import DailyExposure, Event, MinuteSummary, Worker, utc_now
 
 SCHEMA_VERSION = 1
@@ -365,6 +367,24 @@ def local_day(time_s: int, tz: ZoneInfo) -> dt.date:
     return dt.datetime.fromtimestamp(time_s, tz).date()
 
 
+def local_days(times_s: Iterable[int], tz: ZoneInfo) -> list[dt.date]:
+    """The worker-days (sorted) that unix times fall on, as load_worker_days assigns them: each
+    day from its local midnight to the next.  Per batch of times, not per time: a few dates
+    around the first and the last, and numpy puts every time in one of them."""
+    t_s = np.unique(np.fromiter(times_s, dtype=np.int64))
+    if not t_s.size:
+        return []
+    first, last = local_day(int(t_s[0]), tz), local_day(int(t_s[-1]), tz)
+    one = dt.timedelta(days=1)
+    if (last - first).days < len(t_s):
+        candidates = [first - one + k * one for k in range((last - first).days + 3)]
+    else:  # times far apart (a clock set wrong): only the dates around each
+        candidates = sorted({local_day(int(t), tz) + k * one for t in t_s for k in (-1, 0, 1)})
+    lo, hi = day_bounds_s(candidates, tz)
+    idx, ok = _assign_days(t_s, lo, hi)
+    return [candidates[i] for i in np.unique(idx[ok]).tolist()]
+
+
 def day_bounds_s(days: Sequence[dt.date], tz: ZoneInfo) -> tuple[IntArray, IntArray]:
     """Unix-second bounds [start, end) of local days in `tz` (DST days are 23 or 25 h long)."""
 
@@ -487,10 +507,50 @@ def recompute_daily_exposure(
 
 
 def mark_dirty(session: Session, worker_days: Iterable[tuple[int, dt.date]]) -> None:
-    """Mark worker-days whose inputs changed (creating their daily_exposure rows if needed)."""
+    """Mark worker-days whose inputs changed (creating their daily_exposure rows if needed).
+
+    On SQLite and PostgreSQL one INSERT .. ON CONFLICT DO UPDATE per worker, elsewhere through the
+    ORM; a row of these days the session holds has its `dirty` reloaded on next access."""
     by_worker: dict[int, set[dt.date]] = {}
     for worker_id, day in worker_days:
         by_worker.setdefault(worker_id, set()).add(day)
+    if not by_worker:
+        return
+    session.flush()  # rows the session holds back must exist before the statement below meets them
+    connection = session.connection()
+    if connection.dialect.name not in _UPSERT_DIALECTS:
+        _mark_dirty_orm(session, by_worker)
+        return
+    for worker_id, days in by_worker.items():
+        _MARK_DIRTY.run_many(connection, (sorted(days),), worker=worker_id)
+    for row in list(session.identity_map.values()):
+        if isinstance(row, DailyExposure) and row.day in by_worker.get(row.worker_id, ()):
+            session.expire(row, ["dirty"])
+
+
+_UPSERT_DIALECTS = ("sqlite", "postgresql")
+
+
+def _mark_dirty_statement(dialect: Dialect) -> Insert:
+    table = DailyExposure.__table__
+    assert isinstance(table, Table)
+    if dialect.name == "sqlite":
+        upsert: Any = sqlite.insert(table)
+    elif dialect.name == "postgresql":
+        upsert = postgresql.insert(table)
+    else:
+        raise ValueError(f"no upsert for {dialect.name}")
+    return (
+        upsert.values(worker_id=bindparam("worker"), day=bindparam("date"), dirty=True, schema_version=0)
+        .on_conflict_do_update(index_elements=[table.c.worker_id, table.c.day], set_={"dirty": True})
+        .inline()
+    )
+
+
+_MARK_DIRTY = Prepared(_mark_dirty_statement, columns=("date",), constants=("worker",))
+
+
+def _mark_dirty_orm(session: Session, by_worker: dict[int, set[dt.date]]) -> None:
     for worker_id, days in by_worker.items():
         existing = {
             row.day: row

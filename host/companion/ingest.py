@@ -23,31 +23,33 @@ The batch HMAC (:func:`batch_mac`) is the contract the BLE sync agent and the de
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import hashlib
 import hmac
-import struct
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy.orm import Session, attributes
+from sqlalchemy.orm.util import identity_key
 
 import protocol
 from companion import exposure
+from companion.batch_decode import DecodedBatch, UndecodableRecord, decode_batch
 from companion.settings import get_settings
-from companion.store.bulk import BulkInsert
+from companion.store.bulk import BulkInsert, Prepared
 from companion.store.models import Device, Event, MinuteSummary, Record, Worker, utc_now
 
 # The construction is protocol.batch_mac; here with CPython's native hmac.
 BATCH_MAC_CONTEXT = protocol.BATCH_MAC_CONTEXT
 BATCH_MAC_SIZE = 32
 
-# Record types whose time puts them on a worker-day's exposure.
-_EXPOSURE_TYPES = frozenset((protocol.MINUTE, protocol.MINUTE2, protocol.BOUT, protocol.ALERT))
-# The field of each event type that says when it happened.
-_TIME_FIELDS = ("start_s", "time_s", "new_s")
+# Event types whose time puts them on a worker-day's exposure (minute summaries do too).
+_EXPOSURE_EVENTS = frozenset((protocol.BOUT, protocol.ALERT))
 
 
 class IngestError(ValueError):
@@ -90,156 +92,54 @@ def batch_mac(key: bytes, device_id: str, frames: bytes) -> bytes:
     return hmac.new(key, BATCH_MAC_CONTEXT + bytes([len(ident)]) + ident + frames, hashlib.sha256).digest()
 
 
-class DecodedRecord(NamedTuple):
-    """A record of a batch as decode_batch checked it: what the store keeps of it."""
+class _Device(NamedTuple):
+    """What ingest needs of a devices row (and its worker's time zone)."""
 
-    seq: int
-    rtype: int
-    payload: bytes
-    crc: int
-    fields: dict[str, Any]  # protocol.decode_payload's dict
-
-
-def decode_batch(frames: bytes) -> list[DecodedRecord]:
-    """The records of a batch, each decoded once (framing, CRC, payload fields);
-    MalformedBatch names the first bad one (index, seq, offset)."""
-    records: list[DecodedRecord] = []
-    pos = 0
-    n = len(frames)
-    while pos < n:
-        try:
-            record, fields, crc, nxt = protocol.decode_record_fields(frames, pos)
-        except protocol.ProtocolError as exc:
-            seq = struct.unpack_from("<I", frames, pos)[0] if n - pos >= 4 else None
-            where = f"record #{len(records)}" + (
-                f" (seq {seq}, if its header is intact)" if seq is not None else ""
-            )
-            raise MalformedBatch(f"{where} at byte {pos} does not decode: {exc}; batch rejected") from exc
-        records.append(DecodedRecord(record.seq, record.rtype, record.payload, crc, fields))
-        pos = nxt
-    return records
+    id: int
+    device_id: str
+    key: bytes | None
+    worker_id: int | None
+    contiguous_seq: int | None
+    timezone: str | None
 
 
-def _event_time(fields: dict[str, Any]) -> int:
-    for name in _TIME_FIELDS:
-        if name in fields:
-            return int(fields[name])
-    raise ValueError(f"event has no time field: {sorted(fields)}")
-
-
-def _find_device(session: Session, device_id: str) -> tuple[Device, str | None]:
-    """The device and its worker's time zone (None without a worker), in one query."""
-    found = session.execute(
-        select(Device, Worker.timezone)
-        .outerjoin(Worker, Worker.id == Device.worker_id)
-        .where(Device.device_id == device_id)
-    ).one_or_none()
-    if found is None:
-        raise UnknownDevice(
-            f"device {device_id!r} is not registered with this companion: register it (with its key) "
-            "before syncing"
-        )
-    return found[0], found[1]
-
-
-def _check_mac(device: Device, frames: bytes, batch_hmac: bytes | None, require_hmac: bool) -> None:
-    if batch_hmac is None:
-        if require_hmac:
-            raise BatchAuthError(
-                f"batch from device {device.device_id!r} carries no HMAC, and one is required"
-            )
-        return
-    if device.key is None:
-        raise BatchAuthError(
-            f"batch from device {device.device_id!r} carries an HMAC but the device has no key here: "
-            "re-provision it with tools/flash.py provision and register the key"
-        )
-    if not hmac.compare_digest(batch_mac(device.key, device.device_id, frames), bytes(batch_hmac)):
-        raise BatchAuthError(
-            f"batch HMAC does not match device {device.device_id!r}'s key: the data was altered or the "
-            "device's key differs from the registered one; batch rejected"
-        )
-
-
-def _split_new(
-    session: Session, device: Device, records: Sequence[DecodedRecord]
-) -> tuple[list[DecodedRecord], int, dict[int, tuple[int, bytes]]]:
-    """(records not stored yet, number of replays, {seq: (rtype, payload)} of every seq stored
-    in the batch's seq range once the new records are); ConflictingReplay on a changed seq."""
-    if not records:
-        return [], 0, {}
-    seqs = [r.seq for r in records]
-    stored = {
-        seq: (rtype, bytes(payload))
-        for seq, rtype, payload in session.execute(
-            select(Record.seq, Record.rtype, Record.payload).where(
-                Record.device_pk == device.id, Record.seq >= min(seqs), Record.seq <= max(seqs)
-            )
-        )
-    }
-    new: list[DecodedRecord] = []
-    duplicate = 0
-    for record in records:
-        content = (record.rtype, record.payload)
-        known = stored.get(record.seq)
-        if known is None:
-            stored[record.seq] = content
-            new.append(record)
-        elif known == content:
-            duplicate += 1
-        else:
-            raise ConflictingReplay(
-                f"device {device.device_id!r} sent seq {record.seq} again with different content "
-                f"({protocol.RECORD_NAMES[record.rtype]}, stored: {protocol.RECORD_NAMES.get(known[0], known[0])}); "
-                "a device must never reuse a seq: batch rejected"
-            )
-    return new, duplicate, stored
-
-
-def _advance_contiguous(
-    session: Session, device: Device, in_range: dict[int, tuple[int, bytes]]
-) -> int | None:
-    """Move device.contiguous_seq over the stored seqs and the seqs GAP records declare lost.
-
-    `in_range` holds every stored seq from the lowest to the highest of the batch (what
-    _split_new read, plus the batch): only the stored seqs above the mark outside that range
-    are read, normally none."""
-    after = -1 if device.contiguous_seq is None else device.contiguous_seq
-    outside = Record.seq > after
-    if in_range:
-        outside &= (Record.seq < min(in_range)) | (Record.seq > max(in_range))
-    rows = session.execute(
-        select(Record.seq, Record.rtype).where(Record.device_pk == device.id, outside)
-    ).all()
-    # Intervals [first, last] of seqs that are accounted for.
-    spans = [(seq, seq) for seq in in_range if seq > after]
-    spans += [(seq, seq) for seq, _ in rows]
-    gap_payloads = [
-        payload for seq, (rtype, payload) in in_range.items() if seq > after and rtype == protocol.GAP
-    ]
-    gap_seqs = [seq for seq, rtype in rows if rtype == protocol.GAP]
-    if gap_seqs:
-        gap_payloads += session.scalars(
-            select(Record.payload).where(Record.device_pk == device.id, Record.seq.in_(gap_seqs))
-        )
-    if not spans:
-        return device.contiguous_seq
-    for payload in gap_payloads:
-        gap = protocol.decode_payload(protocol.GAP, payload)
-        spans.append((gap["first_lost_seq"], gap["first_lost_seq"] + gap["lost_count"] - 1))
-    spans.sort()
-    reach = device.contiguous_seq
-    if reach is None:
-        reach = spans[0][0] - 1  # the first record the companion ever sees starts the count
-    for first, last in spans:
-        if first > reach + 1:
-            break
-        reach = max(reach, last)
-    device.contiguous_seq = reach
-    return reach
-
-
-# Rows go in by one executemany per table (store/bulk.py says what that leaves out and why).
+# The statements of every batch, compiled once per dialect (store/bulk.py says what that leaves
+# out and why).  The ORM's Device row of the batch's device, if the session holds one, is kept in
+# step by hand (_record_sync).
+_DEVICE = Prepared(
+    select(Device.id, Device.device_id, Device.key, Device.worker_id, Device.contiguous_seq, Worker.timezone)
+    .outerjoin(Worker, Worker.id == Device.worker_id)
+    .where(Device.device_id == bindparam("device_id")),
+    constants=("device_id",),
+)
+# The stored records a batch meets: its seq range (replays), and every seq above the ACK mark
+# (what the mark may move over; normally none outside the batch's range).
+_STORED = Prepared(
+    select(Record.seq, Record.rtype, Record.payload).where(
+        Record.device_pk == bindparam("device_pk"),
+        Record.seq.between(bindparam("lo"), bindparam("hi")) | (Record.seq > bindparam("mark")),
+    ),
+    constants=("device_pk", "lo", "hi", "mark"),
+)
+_devices = Device.__table__
+assert isinstance(_devices, Table)
+_SYNCED = Prepared(
+    update(_devices)
+    .where(_devices.c.id == bindparam("device_pk"))
+    .values(last_sync=bindparam("synced_at"), contiguous_seq=bindparam("ack_seq")),
+    constants=("device_pk", "synced_at", "ack_seq"),
+)
+_SYNCED_WITH_BATTERY = Prepared(
+    update(_devices)
+    .where(_devices.c.id == bindparam("device_pk"))
+    .values(
+        last_sync=bindparam("synced_at"),
+        contiguous_seq=bindparam("ack_seq"),
+        battery_mv=bindparam("mv"),
+        battery_percent=bindparam("percent"),
+    ),
+    constants=("device_pk", "synced_at", "ack_seq", "mv", "percent"),
+)
 _RECORDS = BulkInsert(Record, ("seq", "rtype", "payload", "crc"), constants=("device_pk", "received_at"))
 _MINUTES = BulkInsert(
     MinuteSummary,
@@ -259,6 +159,168 @@ _MINUTES = BulkInsert(
     constants=("device_pk", "worker_id"),
 )
 _EVENTS = BulkInsert(Event, ("seq", "rtype", "time_s", "fields"), constants=("device_pk", "worker_id"))
+_RECORD_NAMES = [protocol.RECORD_NAMES.get(code, "") for code in range(256)]
+
+
+def _find_device(connection: Connection, device_id: str) -> _Device:
+    """The device and its worker's time zone (None without a worker), in one query."""
+    found = _DEVICE.fetch(connection, device_id=device_id)
+    if not found:
+        raise UnknownDevice(
+            f"device {device_id!r} is not registered with this companion: register it (with its key) "
+            "before syncing"
+        )
+    device_pk, name, key, worker_id, contiguous_seq, timezone = found[0]
+    return _Device(device_pk, name, None if key is None else bytes(key), worker_id, contiguous_seq, timezone)
+
+
+def _check_mac(device: _Device, frames: bytes, batch_hmac: bytes | None, require_hmac: bool) -> None:
+    if batch_hmac is None:
+        if require_hmac:
+            raise BatchAuthError(
+                f"batch from device {device.device_id!r} carries no HMAC, and one is required"
+            )
+        return
+    if device.key is None:
+        raise BatchAuthError(
+            f"batch from device {device.device_id!r} carries an HMAC but the device has no key here: "
+            "re-provision it with tools/flash.py provision and register the key"
+        )
+    if not hmac.compare_digest(batch_mac(device.key, device.device_id, frames), bytes(batch_hmac)):
+        raise BatchAuthError(
+            f"batch HMAC does not match device {device.device_id!r}'s key: the data was altered or the "
+            "device's key differs from the registered one; batch rejected"
+        )
+
+
+def _split_new(
+    connection: Connection, device: _Device, batch: DecodedBatch
+) -> tuple[DecodedBatch, int, dict[int, tuple[int, bytes]]]:
+    """(the records not stored yet, the number of replays, {seq: (rtype, payload)} of every seq
+    stored in the batch's range or above the ACK mark once the new records are);
+    ConflictingReplay on a changed seq."""
+    seqs = batch.seq
+    if not seqs:
+        return batch, 0, {}
+    lo, hi = min(seqs), max(seqs)
+    mark = -1 if device.contiguous_seq is None else device.contiguous_seq
+    stored = {
+        seq: (rtype, bytes(payload))
+        for seq, rtype, payload in _STORED.fetch(connection, device_pk=device.id, lo=lo, hi=hi, mark=mark)
+    }
+    if len(set(seqs)) == len(seqs) and not any(lo <= seq <= hi for seq in stored):
+        # Nothing of the batch is stored, and no seq comes twice in it: all new.
+        stored.update(zip(seqs, zip(batch.rtype, batch.payload, strict=True), strict=True))
+        return batch, 0, stored
+    keep: list[int] = []
+    duplicate = 0
+    for i, seq in enumerate(seqs):
+        content = (batch.rtype[i], batch.payload[i])
+        known = stored.get(seq)
+        if known is None:
+            stored[seq] = content
+            keep.append(i)
+        elif known == content:
+            duplicate += 1
+        else:
+            raise ConflictingReplay(
+                f"device {device.device_id!r} sent seq {seq} again with different content "
+                f"({protocol.RECORD_NAMES[content[0]]}, stored: {protocol.RECORD_NAMES.get(known[0], known[0])}); "
+                "a device must never reuse a seq: batch rejected"
+            )
+    return _only(batch, keep), duplicate, stored
+
+
+def _only(batch: DecodedBatch, keep: list[int]) -> DecodedBatch:
+    """The records of `batch` at the indices `keep` (ascending)."""
+    kept = set(keep)
+    return DecodedBatch(
+        [batch.seq[i] for i in keep],
+        [batch.rtype[i] for i in keep],
+        [batch.payload[i] for i in keep],
+        [batch.crc[i] for i in keep],
+        batch.minutes.take([k for k, i in enumerate(batch.minutes.position) if i in kept]),
+        batch.events.take([k for k, i in enumerate(batch.events.position) if i in kept]),
+    )
+
+
+def _advance_contiguous(device: _Device, seen: dict[int, tuple[int, bytes]]) -> int | None:
+    """The device's new contiguous_seq: moved over the stored seqs and the seqs GAP records
+    declare lost.  `seen` holds every stored seq above the mark (what _split_new read, and the
+    new records)."""
+    mark = -1 if device.contiguous_seq is None else device.contiguous_seq
+    above = sorted(seq for seq in seen if seq > mark)
+    if not above:
+        return device.contiguous_seq
+    # Intervals [first, last] of seqs that are accounted for.
+    spans = [(seq, seq) for seq in above]
+    gaps = [seen[seq][1] for seq in above if seen[seq][0] == protocol.GAP]
+    for payload in gaps:
+        gap = protocol.decode_payload(protocol.GAP, payload)
+        spans.append((gap["first_lost_seq"], gap["first_lost_seq"] + gap["lost_count"] - 1))
+    if gaps:
+        spans.sort()
+    reach = device.contiguous_seq
+    if reach is None:
+        reach = spans[0][0] - 1  # the first record the companion ever sees starts the count
+    for first, last in spans:
+        if first > reach + 1:
+            break
+        reach = max(reach, last)
+    return reach
+
+
+def _record_sync(
+    session: Session,
+    connection: Connection,
+    device: _Device,
+    now: dt.datetime,
+    contiguous: int | None,
+    battery: dict[str, Any] | None,
+) -> None:
+    """Store the device's last sync, ACK mark and battery; an ORM row of it in the session
+    (which would not reload them) gets the same values."""
+    values: dict[str, Any] = {"last_sync": now, "contiguous_seq": contiguous}
+    if battery is None:
+        _SYNCED.run(connection, device_pk=device.id, synced_at=now, ack_seq=contiguous)
+    else:
+        mv, percent = battery["battery_mv"], battery["percent"]
+        _SYNCED_WITH_BATTERY.run(
+            connection, device_pk=device.id, synced_at=now, ack_seq=contiguous, mv=mv, percent=percent
+        )
+        values |= {"battery_mv": mv, "battery_percent": percent}
+    held = session.identity_map.get(identity_key(Device, device.id))
+    if held is not None:
+        for name, value in values.items():
+            attributes.set_committed_value(held, name, value)
+
+
+# The collector paused while a batch is stored (see _collector_paused); a count, so that the
+# last of concurrent batches (the API's thread pool) turns it back on.
+_pause_lock = threading.Lock()
+_pauses = 0
+_resume = False
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the duration.  A batch allocates tens of
+    thousands of short-lived containers (rows, decoded fields) that reference counting frees; with
+    the collector on, they set off collections that also walk every long-lived object of the
+    process (an app's ~10^5), some 20-30 % of ingest's time.  Left as it was afterwards."""
+    global _pauses, _resume
+    with _pause_lock:
+        if _pauses == 0:
+            _resume = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _resume:
+                gc.enable()
 
 
 def ingest_batch(
@@ -278,10 +340,11 @@ def ingest_batch(
     Transactions: when `session` has no transaction open, the batch runs in its own and is
     committed here; otherwise it joins the caller's (who commits).  Every check runs before the
     first write, so a rejected batch leaves nothing behind either way."""
-    if session.in_transaction():
-        return _ingest(session, device_id, frames, batch_hmac, require_hmac, recompute)
-    with session.begin():
-        return _ingest(session, device_id, frames, batch_hmac, require_hmac, recompute)
+    with _collector_paused():
+        if session.in_transaction():
+            return _ingest(session, device_id, frames, batch_hmac, require_hmac, recompute)
+        with session.begin():
+            return _ingest(session, device_id, frames, batch_hmac, require_hmac, recompute)
 
 
 def _ingest(
@@ -295,71 +358,71 @@ def _ingest(
     frames = bytes(frames)
     if require_hmac is None:
         require_hmac = get_settings().require_batch_hmac
-    device, timezone = _find_device(session, device_id)
+    # The statements below are not the ORM's: what the session holds back goes to the database first.
+    session.flush()
+    connection = session.connection()
+    device = _find_device(connection, device_id)
     _check_mac(device, frames, batch_hmac, require_hmac)
-    records = decode_batch(frames)
-    new, duplicate, in_range = _split_new(session, device, records)
+    try:
+        batch = decode_batch(frames)
+    except UndecodableRecord as exc:
+        raise MalformedBatch(f"{exc}; batch rejected") from exc
+    new, duplicate, seen = _split_new(connection, device, batch)
 
     worker_id = device.worker_id
     now = utc_now()
-    record_rows: list[tuple[Any, ...]] = []
-    minute_rows: list[tuple[Any, ...]] = []
-    event_rows: list[tuple[Any, ...]] = []
-    exposure_times: set[int] = set()
-    battery: tuple[int, dict[str, Any]] | None = None
-    for seq, rtype, payload, crc, fields in new:
-        # The CRC is kept to re-frame the record byte-exactly.
-        record_rows.append((seq, rtype, payload, crc))
-        if rtype in protocol.MINUTE_TYPES:
-            time_s = fields["start_s"]
-            minute_rows.append(
-                (
-                    seq,
-                    time_s,
-                    fields["worn_s"],
-                    bytes(fields["flexion_bins_s"]),
-                    bytes(fields["inclination_bins_s"]),
-                    bytes(fields["lateral_bins_s"]),
-                    bytes(fields["activity_s"]),
-                    fields["alert_count"],
-                    fields["longest_bout_s"],
-                    fields["mean_velocity_ddps"],
-                    fields["curvature_mean_ddeg"],
-                )
-            )
-        else:
-            time_s = _event_time(fields)
-            event_rows.append((seq, protocol.RECORD_NAMES[rtype], time_s, fields))
-            if rtype == protocol.BATTERY and (battery is None or seq > battery[0]):
-                battery = (seq, fields)
-        if rtype in _EXPOSURE_TYPES:
-            exposure_times.add(time_s)
+    minutes, events = new.minutes, new.events
+    _RECORDS.execute(
+        connection, (new.seq, new.rtype, new.payload, new.crc), device_pk=device.id, received_at=now
+    )
+    _MINUTES.execute(
+        connection,
+        (
+            minutes.seq,
+            minutes.start_s,
+            minutes.worn_s,
+            minutes.flexion_bins,
+            minutes.inclination_bins,
+            minutes.lateral_bins,
+            minutes.activity_s,
+            minutes.alert_count,
+            minutes.longest_bout_s,
+            minutes.mean_velocity_ddps,
+            minutes.curvature_mean_ddeg,
+        ),
+        device_pk=device.id,
+        worker_id=worker_id,
+    )
+    _EVENTS.execute(
+        connection,
+        (events.seq, [_RECORD_NAMES[code] for code in events.rtype], events.time_s, events.fields),
+        device_pk=device.id,
+        worker_id=worker_id,
+    )
 
-    connection = session.connection()
-    _RECORDS.execute(connection, record_rows, device_pk=device.id, received_at=now)
-    _MINUTES.execute(connection, minute_rows, device_pk=device.id, worker_id=worker_id)
-    _EVENTS.execute(connection, event_rows, device_pk=device.id, worker_id=worker_id)
-
-    # Before the device's other changes: its query would flush them, and the flush below again.
-    contiguous = _advance_contiguous(session, device, in_range)
-    device.last_sync = now
-    if battery is not None:
-        device.battery_mv = battery[1]["battery_mv"]
-        device.battery_percent = battery[1]["percent"]
+    battery: dict[str, Any] | None = None
+    last_battery = -1
+    for seq, code, fields in zip(events.seq, events.rtype, events.fields, strict=True):
+        if code == protocol.BATTERY and seq > last_battery:
+            battery, last_battery = fields, seq
+    contiguous = _advance_contiguous(device, seen)
+    _record_sync(session, connection, device, now, contiguous, battery)
 
     days: list[tuple[int, dt.date]] = []
+    exposure_times = minutes.start_s + [
+        t for t, code in zip(events.time_s, events.rtype, strict=True) if code in _EXPOSURE_EVENTS
+    ]
     if worker_id is not None and exposure_times:
-        tz = ZoneInfo(timezone or "UTC")
-        days = sorted((worker_id, d) for d in {exposure.local_day(t, tz) for t in exposure_times})
+        tz = ZoneInfo(device.timezone or "UTC")
+        days = [(worker_id, d) for d in exposure.local_days(exposure_times, tz)]
         if recompute:
             # Computed now: recompute_daily_exposure creates or updates each day's row, not dirty.
             exposure.recompute_daily_exposure(session, worker_id, [d for _, d in days])
         else:
             exposure.mark_dirty(session, days)
-    session.flush()
     return IngestResult(
         device_id=device.device_id,
-        new=len(new),
+        new=len(new.seq),
         duplicate=duplicate,
         contiguous_seq=contiguous,
         recomputed_days=days if recompute else [],

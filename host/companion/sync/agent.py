@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import logging
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -88,7 +89,9 @@ def device_key(engine: Engine, device_id: str) -> bytes:
     from companion.store import Device, session_scope
 
     with session_scope(engine) as session:
-        row = session.execute(select(Device.key, Device.revoked_at).where(Device.device_id == device_id)).first()
+        row = session.execute(
+            select(Device.key, Device.revoked_at).where(Device.device_id == device_id)
+        ).first()
     if row is None or row[0] is None:
         raise UnknownDevice(
             f"the companion has no key for device {device_id}: provision it "
@@ -117,9 +120,22 @@ def store_uploader(engine: Engine) -> Uploader:
     return upload
 
 
+# A 503 from the companion (busy with other uploads of the device): tries before giving up.
+BUSY_ATTEMPTS = 5
+
+
 def http_uploader(server: str, token: str, timeout_s: float = 30.0) -> Uploader:
-    """Batches to a companion server's ``POST /api/ingest`` with an agent token."""
+    """Batches to a companion server's ``POST /api/ingest`` with an agent token; a 503 is sent
+    again after its Retry-After (at most BUSY_ATTEMPTS tries)."""
     url = server.rstrip("/") + "/api/ingest"
+
+    def post_until_taken(device_id: str, frames: bytes, mac: bytes) -> UploadResult:
+        for _ in range(BUSY_ATTEMPTS - 1):
+            try:
+                return post(device_id, frames, mac)
+            except CompanionBusy as busy:
+                time.sleep(busy.retry_after_s)
+        return post(device_id, frames, mac)
 
     def post(device_id: str, frames: bytes, mac: bytes) -> UploadResult:
         body = json.dumps(
@@ -130,22 +146,37 @@ def http_uploader(server: str, token: str, timeout_s: float = 30.0) -> Uploader:
             }
         ).encode()
         request = urllib.request.Request(
-            url, data=body, method="POST", headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+            url,
+            data=body,
+            method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 answer = json.loads(response.read())
         except urllib.error.HTTPError as e:
             detail = e.read().decode(errors="replace")
+            if e.code == 503 and (e.headers.get("Retry-After") or "").isdigit():
+                raise CompanionBusy(
+                    f"the companion is busy: {detail[:300]}", int(e.headers["Retry-After"])
+                ) from None
             raise SyncError(f"the companion refused the batch ({e.code}): {detail[:300]}") from None
         except OSError as e:
             raise SyncError(f"cannot reach the companion at {server}: {e}") from None
         return UploadResult(int(answer["stored"]), int(answer["duplicates"]))
 
     async def upload(device_id: str, frames: bytes, mac: bytes) -> UploadResult:
-        return await asyncio.to_thread(post, device_id, frames, mac)
+        return await asyncio.to_thread(post_until_taken, device_id, frames, mac)
 
     return upload
+
+
+class CompanionBusy(SyncError):
+    """The companion answered 503 with a Retry-After: the same batch may be sent again then."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 def pending_settings(engine: Engine, device_id: str) -> dict[str, Any] | None:
@@ -204,7 +235,9 @@ async def sync_device(
         acked_before = result.acked_seq
         try:
             transport = await BleakTransport.connect(target, **(client_kwargs or {}))
-            session = Session(transport, key, uploader, window=window, pending_config=config, progress=progress)
+            session = Session(
+                transport, key, uploader, window=window, pending_config=config, progress=progress
+            )
             report = await session.run()
             result.device_id = report.device_id
             result.sessions.append(report)
@@ -231,8 +264,14 @@ async def sync_device(
         failures = 0 if result.acked_seq > acked_before else failures + 1
         log.info(
             "sync %s: %s (acked %d, window %d, attempt without progress %d)",
-            result.device_id, error, result.acked_seq, window, failures,
+            result.device_id,
+            error,
+            result.acked_seq,
+            window,
+            failures,
         )
         if failures >= attempts:
-            raise type(error)(f"gave up on {result.device_id} after {failures} attempts without progress: {error}")
+            raise type(error)(
+                f"gave up on {result.device_id} after {failures} attempts without progress: {error}"
+            )
         await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S) - 1)])

@@ -1,19 +1,33 @@
-"""Uploads of record batches by sync agents (agent tokens only)."""
+"""Uploads of record batches by sync agents (agent tokens only).
+
+Concurrency: several uploads of one device's records may arrive at once, on any of the worker
+processes of ``posture serve --workers N``: an agent retrying, two agents in range of the same
+device.  Each upload's transaction first locks its device (PostgreSQL: ``SELECT ... FOR UPDATE``
+on the device's row; SQLite: a write, which takes the database's one write lock, waiting for it
+up to the busy timeout), so uploads of one device run one after the other and each one sees what
+the previous stored: a record is stored once, and every answer's stored/duplicate counts are
+exact.  A transaction that still loses a race (a deadlock, a worker-day's exposure row created by
+another device's upload, a lock not granted in time) is run again from the start; after
+INGEST_ATTEMPTS the answer is 503 with Retry-After, which the sync agent honours.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from companion import ingest
 from companion.api.deps import current_agent, get_session
 from companion.api.schemas import IngestIn, IngestOut
+from companion.store.db import lost_race
 from companion.store.models import AgentToken, Device
 
 router = APIRouter(tags=["ingest"])
@@ -21,6 +35,9 @@ router = APIRouter(tags=["ingest"])
 # A device's whole log is ~1 MB (docs/protocol.md); agents send it in batches of a few
 # hundred records, so 4 MiB of base64 is generous and bounds the memory one request can take.
 MAX_INGEST_BODY_BYTES = 4 * 1024 * 1024
+# Runs of an upload's transaction that lost a race before the answer is a 503.
+INGEST_ATTEMPTS = 3
+RETRY_AFTER_S = 1
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
@@ -60,6 +77,8 @@ async def upload(
 ) -> IngestOut:
     """Store a batch of framed records (all or nothing; replays are skipped) and return what
     the agent may ACK to the device (`contiguous_seq`)."""
+    # The token check is done: no connection is held while the body arrives.
+    session.commit()
     raw = await read_limited(request, MAX_INGEST_BODY_BYTES)
     try:
         body = IngestIn.model_validate_json(raw)
@@ -77,7 +96,40 @@ async def upload(
 def _store(
     session: Session, device_id: str, frames: bytes, mac: bytes | None, require_hmac: bool
 ) -> IngestOut:
-    revoked = session.scalar(select(Device.revoked_at).where(Device.device_id == device_id))
+    """The upload in one transaction, run again (at most INGEST_ATTEMPTS times) when it loses a
+    race with a concurrent one; then 503."""
+    for attempt in range(1, INGEST_ATTEMPTS + 1):
+        try:
+            return _store_once(session, device_id, frames, mac, require_hmac)
+        except (sa_exc.DBAPIError, sa_exc.TimeoutError) as error:
+            session.rollback()
+            if not lost_race(error):
+                raise
+            if attempt == INGEST_ATTEMPTS:
+                raise HTTPException(
+                    status.HTTP_503_SERVICE_UNAVAILABLE,
+                    f"the database is busy with other uploads of device {device_id!r}: send the batch again",
+                    {"Retry-After": str(RETRY_AFTER_S)},
+                ) from None
+    raise AssertionError("unreachable")
+
+
+def lock_device(session: Session, device_id: str) -> dt.datetime | None:
+    """Lock the device's row until the transaction ends (see the module doc); its revoked_at
+    (None also for an unknown device, which ingest refuses by name)."""
+    if session.get_bind().dialect.name == "sqlite":
+        # No row locks in SQLite: a write takes the write lock of the whole database.
+        session.execute(
+            update(Device).where(Device.device_id == device_id).values(last_sync=Device.last_sync),
+            execution_options={"synchronize_session": False},
+        )
+    return session.scalar(select(Device.revoked_at).where(Device.device_id == device_id).with_for_update())
+
+
+def _store_once(
+    session: Session, device_id: str, frames: bytes, mac: bytes | None, require_hmac: bool
+) -> IngestOut:
+    revoked = lock_device(session, device_id)
     if revoked is not None:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, f"device {device_id!r} is revoked: set a new key first"
