@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import threading
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from sqlalchemy import Engine
 from test_exposure import minute_payloads_from_truth
 
 import protocol
-from companion.exposure import recompute_dirty
+from companion.exposure import recompute_dirty, refresh_stale
 from companion.ingest import (
     BatchAuthError,
     ConflictingReplay,
@@ -289,6 +290,43 @@ def test_deferred_recompute_marks_days_dirty_until_caught_up(engine: Engine):
         assert recompute_dirty(session) == 1
     row = exposure_of(engine, dt.date(2026, 1, 1))
     assert row is not None and not row.dirty and row.metrics is not None and row.metrics["worn_s"] == 600
+
+
+def test_minutes_stored_while_their_day_is_recomputed_leave_it_dirty_not_stale(engine: Engine):
+    """An upload stores minutes of a day just after a recompute of that day has read its minutes:
+    the day must not end up clean without them (the dashboard would never show them)."""
+    worker_id, _ = add_worker_and_device(engine)
+    ingest(engine, minutes_batch(0, JAN1 + 8 * 3600, 10), recompute=False)
+    day = dt.date(2026, 1, 1)
+    uploaded = threading.Event()
+    upload = threading.Thread(
+        target=lambda: (ingest(engine, minutes_batch(10, JAN1 + 9 * 3600, 5), recompute=False), uploaded.set())
+    )
+
+    with session_factory(engine)() as recomputing:
+        recomputing_connection = recomputing.connection()
+
+        def upload_after_the_minutes_are_read(conn, _cursor, statement, *_args) -> None:
+            if conn is recomputing_connection and "FROM minute_summaries" in statement and not upload.is_alive():
+                upload.start()
+                # The upload waits for the recompute's lock rather than slipping in under it.
+                uploaded.wait(0.5)
+
+        sa.event.listen(engine, "after_cursor_execute", upload_after_the_minutes_are_read)
+        try:
+            assert refresh_stale(recomputing, [(worker_id, day)]) == 1
+            recomputing.commit()
+        finally:
+            sa.event.remove(engine, "after_cursor_execute", upload_after_the_minutes_are_read)
+    upload.join(30)
+    assert uploaded.is_set()
+    row = exposure_of(engine, day)
+    assert row is not None and row.dirty  # the late minutes are still to be counted
+    with session_factory(engine)() as session:
+        assert refresh_stale(session, [(worker_id, day)]) == 1
+        session.commit()
+    row = exposure_of(engine, day)
+    assert row is not None and not row.dirty and row.metrics is not None and row.metrics["worn_s"] == 900
 
 
 def test_office_hour_through_ingest_matches_truth_time_above_20(engine: Engine):

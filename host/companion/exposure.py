@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Dialect, Insert, Table, and_, bindparam, select
+from sqlalchemy import Dialect, Insert, Table, and_, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -565,6 +565,41 @@ def _mark_dirty_orm(session: Session, by_worker: dict[int, set[dt.date]]) -> Non
             else:
                 row.dirty = True
     session.flush()
+
+
+def refresh_stale(session: Session, worker_days: Iterable[tuple[int, dt.date]]) -> int:
+    """Recompute those of `worker_days` that are dirty (or of an older SCHEMA_VERSION) and
+    return how many.  Call it at the start of a transaction, and commit after.
+
+    An upload may store minutes of a day while its exposure is being recomputed.  So the day's
+    rows are locked before its minutes are read (PostgreSQL: ``SELECT .. FOR UPDATE``, which an
+    upload's mark_dirty waits for; SQLite: a write first, taking the database's one write lock,
+    under which no upload commits).  Either the upload committed before the lock, and its
+    minutes are read, or it marks the day dirty again after the recompute committed: a day is
+    never left clean with minutes missing.  A race lost even so (a deadlock, a lock not granted
+    in time) raises the database's error; the caller may run it again (store.db.lost_race)."""
+    by_worker: dict[int, set[dt.date]] = {}
+    for worker_id, day in worker_days:
+        by_worker.setdefault(worker_id, set()).add(day)
+    refreshed = 0
+    dialect = session.get_bind().dialect.name
+    for worker_id in sorted(by_worker):
+        days = sorted(by_worker[worker_id])
+        of_these = (DailyExposure.worker_id == worker_id, DailyExposure.day.in_(days))
+        stale_now = DailyExposure.dirty.is_(True) | (DailyExposure.schema_version != SCHEMA_VERSION)
+        if dialect == "sqlite":
+            session.execute(
+                update(DailyExposure).where(*of_these).values(dirty=DailyExposure.dirty),
+                execution_options={"synchronize_session": False},
+            )
+        stale = select(DailyExposure.day).where(*of_these, stale_now).order_by(DailyExposure.day)
+        if dialect == "postgresql":
+            stale = stale.with_for_update()
+        to_compute = list(session.scalars(stale))
+        if to_compute:
+            recompute_daily_exposure(session, worker_id, to_compute)
+            refreshed += len(to_compute)
+    return refreshed
 
 
 def recompute_dirty(session: Session) -> int:

@@ -79,6 +79,8 @@ class IngestResult:
     duplicate: int
     contiguous_seq: int | None  # highest seq with every record up to it stored: ACK this
     recomputed_days: list[tuple[int, dt.date]] = field(default_factory=list)
+    # The worker-days whose inputs the batch changed (recomputed, or marked dirty).
+    days: list[tuple[int, dt.date]] = field(default_factory=list)
 
 
 def batch_mac(key: bytes, device_id: str, frames: bytes) -> bytes:
@@ -426,4 +428,5 @@ def _ingest(
         duplicate=duplicate,
         contiguous_seq=contiguous,
         recomputed_days=days if recompute else [],
+        days=days,
     )

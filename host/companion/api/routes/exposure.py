@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -27,6 +28,7 @@ from companion.api.schemas import (
     TeamWorkerSummary,
     TimelineOut,
 )
+from companion.store.db import lost_race
 from companion.store.models import DailyExposure, Event, MinuteSummary, TaskSegment, Worker
 
 router = APIRouter(tags=["exposure"])
@@ -66,17 +68,39 @@ def worker_days(
         )
     ).all()
     if stale:
-        by_worker: dict[int, list[dt.date]] = {}
-        for worker_id, day in stale:
-            by_worker.setdefault(worker_id, []).append(day)
-        for worker_id, days in by_worker.items():
-            exposure.recompute_daily_exposure(session, worker_id, days)
-        session.commit()
+        refresh_days(session, [(worker_id, day) for worker_id, day in stale])
     return list(
         session.scalars(
             select(DailyExposure).where(*in_range).order_by(DailyExposure.worker_id, DailyExposure.day)
         )
     )
+
+
+# Runs of a recompute that lost a race with uploads of the same days before the answer is a 503.
+REFRESH_ATTEMPTS = 3
+
+
+def refresh_days(session: Session, worker_days: list[tuple[int, dt.date]]) -> None:
+    """Recompute the stale ones of `worker_days` in a transaction of their own (committed), run
+    again when it loses a race with a concurrent upload or recompute (exposure.refresh_stale)."""
+    # What the request read so far ends here: SQLite refuses a write in a transaction whose
+    # snapshot another connection's commit has made old.
+    session.commit()
+    for attempt in range(1, REFRESH_ATTEMPTS + 1):
+        try:
+            exposure.refresh_stale(session, worker_days)
+            session.commit()
+            return
+        except (sa_exc.DBAPIError, sa_exc.TimeoutError) as error:
+            session.rollback()
+            if not lost_race(error):
+                raise
+            if attempt == REFRESH_ATTEMPTS:
+                raise HTTPException(
+                    status.HTTP_503_SERVICE_UNAVAILABLE,
+                    "the database is busy with uploads of these days: ask again",
+                    {"Retry-After": "1"},
+                ) from None
 
 
 def day_out(row: DailyExposure) -> DayOut:

@@ -16,20 +16,23 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import logging
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from companion import ingest
 from companion.api.deps import current_agent, get_session
+from companion.api.routes.exposure import refresh_days
 from companion.api.schemas import IngestIn, IngestOut
 from companion.store.db import lost_race
 from companion.store.models import AgentToken, Device
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["ingest"])
 
 # A device's whole log is ~1 MB (docs/protocol.md); agents send it in batches of a few
@@ -73,10 +76,15 @@ def _b64(value: str, name: str) -> bytes:
     },
 )
 async def upload(
-    request: Request, _agent: AgentToken = Depends(current_agent), session: Session = Depends(get_session)
+    request: Request,
+    background: BackgroundTasks,
+    _agent: AgentToken = Depends(current_agent),
+    session: Session = Depends(get_session),
 ) -> IngestOut:
     """Store a batch of framed records (all or nothing; replays are skipped) and return what
-    the agent may ACK to the device (`contiguous_seq`)."""
+    the agent may ACK to the device (`contiguous_seq`).  The daily exposure of the days the
+    batch touched is recomputed after the answer has gone (a reader that comes first recomputes
+    them itself): the device's flash is freed as soon as the records are stored."""
     # The token check is done: no connection is held while the body arrives.
     session.commit()
     raw = await read_limited(request, MAX_INGEST_BODY_BYTES)
@@ -88,14 +96,32 @@ async def upload(
     frames = _b64(body.frames_b64, "frames_b64")
     mac = _b64(body.batch_mac_b64, "batch_mac_b64") if body.batch_mac_b64 else None
     # The database work is blocking: off the event loop, like FastAPI's sync routes.
-    return await run_in_threadpool(
+    answer, days = await run_in_threadpool(
         _store, session, body.device_id, frames, mac, request.app.state.settings.require_batch_hmac
     )
+    if days:
+        # A session of its own: the request's is closed once the answer has gone.
+        background.add_task(
+            refresh_after_upload, sessionmaker(session.get_bind(), expire_on_commit=False), days
+        )
+    return answer
+
+
+def refresh_after_upload(factory: sessionmaker[Session], days: list[tuple[int, dt.date]]) -> None:
+    """The daily exposure of the days an upload touched, so dashboards find it computed.  A
+    failure only leaves them dirty, for the next reader to recompute: logged, never raised."""
+    try:
+        with factory() as session:
+            refresh_days(session, days)
+    except Exception:  # noqa: BLE001 - the answer has gone; the days stay marked dirty
+        log.warning(
+            "recomputing the exposure of %d worker-days after an upload failed", len(days), exc_info=True
+        )
 
 
 def _store(
     session: Session, device_id: str, frames: bytes, mac: bytes | None, require_hmac: bool
-) -> IngestOut:
+) -> tuple[IngestOut, list[tuple[int, dt.date]]]:
     """The upload in one transaction, run again (at most INGEST_ATTEMPTS times) when it loses a
     race with a concurrent one; then 503."""
     for attempt in range(1, INGEST_ATTEMPTS + 1):
@@ -128,14 +154,16 @@ def lock_device(session: Session, device_id: str) -> dt.datetime | None:
 
 def _store_once(
     session: Session, device_id: str, frames: bytes, mac: bytes | None, require_hmac: bool
-) -> IngestOut:
+) -> tuple[IngestOut, list[tuple[int, dt.date]]]:
     revoked = lock_device(session, device_id)
     if revoked is not None:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, f"device {device_id!r} is revoked: set a new key first"
         )
     try:
-        result = ingest.ingest_batch(session, device_id, frames, mac, require_hmac=require_hmac)
+        result = ingest.ingest_batch(
+            session, device_id, frames, mac, require_hmac=require_hmac, recompute=False
+        )
     except ingest.UnknownDevice as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except ingest.BatchAuthError as exc:
@@ -145,4 +173,5 @@ def _store_once(
     except ingest.IngestError as exc:
         raise HTTPException(422, str(exc)) from None
     session.commit()
-    return IngestOut(stored=result.new, duplicates=result.duplicate, contiguous_seq=result.contiguous_seq)
+    answer = IngestOut(stored=result.new, duplicates=result.duplicate, contiguous_seq=result.contiguous_seq)
+    return answer, result.days
