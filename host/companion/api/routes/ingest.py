@@ -101,9 +101,7 @@ async def upload(
     )
     if days:
         # A session of its own: the request's is closed once the answer has gone.
-        background.add_task(
-            refresh_after_upload, sessionmaker(session.get_bind(), expire_on_commit=False), days
-        )
+        background.add_task(refresh_after_upload, request.app.state.session_factory, days)
     return answer
 
 
