@@ -23,6 +23,8 @@ BENCHMARKS = {
     "fusion_broad": "bench.fusion_broad",
     "ingest": "bench.ingest",
     "exposure": "bench.exposure",
+    "scale": "bench.scale",
+    "load": "bench.load",
 }
 
 
