@@ -59,7 +59,9 @@ def timed(samples: int, run: Callable[[int], Any]) -> list[float]:
     return out
 
 
-def measure(engine: Engine, wearers: Wearers, n_days: int, progress: Any, task: Any) -> dict[str, list[float]]:
+def measure(
+    engine: Engine, wearers: Wearers, n_days: int, progress: Any, task: Any
+) -> dict[str, list[float]]:
     factory = session_factory(engine)
     days = workdays(n_days)
     lo, hi = days[max(0, len(days) - DASHBOARD_DAYS)], days[-1]
@@ -68,7 +70,9 @@ def measure(engine: Engine, wearers: Wearers, n_days: int, progress: Any, task: 
     seqs_per_device = {}
     with factory() as session:
         for pk in wearers.device_pks:
-            seqs_per_device[pk] = session.scalar(select(Record.seq).where(Record.device_pk == pk).order_by(Record.seq.desc()).limit(1))
+            seqs_per_device[pk] = session.scalar(
+                select(Record.seq).where(Record.device_pk == pk).order_by(Record.seq.desc()).limit(1)
+            )
     out: dict[str, list[float]] = {}
 
     def step() -> None:
@@ -94,7 +98,9 @@ def measure(engine: Engine, wearers: Wearers, n_days: int, progress: Any, task: 
         w = i % len(wearers.worker_ids)
         with engine.connect() as conn:
             params = {"w": wearers.worker_ids[w], "d": wearers.device_pks[w]}
-            conn.execute(text("SELECT * FROM minute_summaries WHERE worker_id = :w ORDER BY start_s, seq"), params).all()
+            conn.execute(
+                text("SELECT * FROM minute_summaries WHERE worker_id = :w ORDER BY start_s, seq"), params
+            ).all()
             conn.execute(text("SELECT * FROM events WHERE worker_id = :w ORDER BY time_s, seq"), params).all()
             conn.execute(text("SELECT * FROM records WHERE device_pk = :d ORDER BY seq"), params).all()
 
@@ -144,7 +150,9 @@ BASELINE_LABELS = {
 }
 
 
-def run_backend(url: str, n: int, n_days: int, progress: Any) -> tuple[dict[str, int], dict[str, list[float]], float]:
+def run_backend(
+    url: str, n: int, n_days: int, progress: Any
+) -> tuple[dict[str, int], dict[str, list[float]], float]:
     task = progress.add_task(f"{url.split(':', 1)[0]}: insert", total=n) if progress is not None else None
     engine = open_store(url)
     try:
@@ -156,7 +164,9 @@ def run_backend(url: str, n: int, n_days: int, progress: Any) -> tuple[dict[str,
             with engine.connect() as conn:
                 conn.execute(text("ANALYZE"))
         if progress is not None:
-            progress.update(task, description=f"{engine.dialect.name}: queries", completed=0, total=len(QUERIES) + 3)
+            progress.update(
+                task, description=f"{engine.dialect.name}: queries", completed=0, total=len(QUERIES) + 3
+            )
         samples = measure(engine, wearers, n_days, progress, task)
     finally:
         engine.dispose()
@@ -187,7 +197,18 @@ def run(progress: Any = None) -> BenchResult:
                 figures[f"{backend}_{key}_p95_ms"] = p95
                 figures[f"{backend}_{baseline}_p50_ms"] = base50
                 figures[f"{backend}_{key}_ratio_vs_baseline"] = round(p50 / base50, 4)
-                rows.append([backend, label, len(samples[key]), p50, p95, BASELINE_LABELS[baseline], base50, p50 / base50])
+                rows.append(
+                    [
+                        backend,
+                        label,
+                        len(samples[key]),
+                        p50,
+                        p95,
+                        BASELINE_LABELS[baseline],
+                        base50,
+                        p50 / base50,
+                    ]
+                )
     return BenchResult(
         title=f"Scale: {n} wearers × {n_days} workdays × 480 min ({n / TARGET_WEARERS:.2%} of {TARGET_WEARERS:,} wearer-years)",
         columns=["db", "query", "runs", "p50 ms", "p95 ms", "baseline", "base p50 ms", "ratio"],

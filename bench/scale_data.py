@@ -71,7 +71,9 @@ def add_wearers(engine: Engine, n: int) -> Wearers:
         org = Organisation(name="scale")
         teams = [Team(organisation=org, name=f"team {t:04d}") for t in range(-(-n // TEAM_SIZE))]
         devices = [
-            Device(device_id=f"S{i:05d}", key=KEY, worker=Worker(team=teams[i // TEAM_SIZE], name=f"W{i:05d}"))
+            Device(
+                device_id=f"S{i:05d}", key=KEY, worker=Worker(team=teams[i // TEAM_SIZE], name=f"W{i:05d}")
+            )
             for i in range(n)
         ]
         session.add_all(devices)
@@ -91,15 +93,24 @@ class RowPool:
         self.lateral = bytes([0, 5, 50, 5, 0])
         self.activity = bytes([0, 50, 10, 0, 0])
         flex = [int(v) for v in hist[0]]
-        self.minute_payload = protocol.encode_minute2(0, 60, [0, 50, 10, 0, 0], [0, 5, 50, 5, 0], flex, flex, 0, 12)
+        self.minute_payload = protocol.encode_minute2(
+            0, 60, [0, 50, 10, 0, 0], [0, 5, 50, 5, 0], flex, flex, 0, 12
+        )
         self.bout_payload = protocol.encode_event(protocol.BOUT, 0, 40, 280, 350)
-        self.alert_payload = protocol.encode_event(protocol.ALERT, 0, 4, 310, 6, 0, protocol.OUTCOME_CORRECTED)
+        self.alert_payload = protocol.encode_event(
+            protocol.ALERT, 0, 4, 310, 6, 0, protocol.OUTCOME_CORRECTED
+        )
         self.bout_fields = json.dumps(protocol.decode_payload(protocol.BOUT, self.bout_payload))
         self.alert_fields = json.dumps(protocol.decode_payload(protocol.ALERT, self.alert_payload))
 
 
 def wearer_rows(
-    pool: RowPool, rng: np.random.Generator, device_pk: int, worker_id: int, days: list[dt.date], received: Any
+    pool: RowPool,
+    rng: np.random.Generator,
+    device_pk: int,
+    worker_id: int,
+    days: list[dt.date],
+    received: Any,
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """(minute summaries, events, records) of one wearer's `days`; seqs run on across days."""
     minutes: list[tuple[Any, ...]] = []
@@ -118,7 +129,10 @@ def wearer_rows(
              pool.lateral, pool.activity, int(m % ALERT_EVERY_MIN == 0), 12, 150, None)
             for m in range(WORN_MINUTES)
         ]  # fmt: skip
-        records += [(device_pk, seq0 + m, protocol.MINUTE2, pool.minute_payload, 0, received) for m in range(WORN_MINUTES)]
+        records += [
+            (device_pk, seq0 + m, protocol.MINUTE2, pool.minute_payload, 0, received)
+            for m in range(WORN_MINUTES)
+        ]
         seq = seq0 + WORN_MINUTES
         for kind, rtype, payload, fields, at in (
             ("bout", protocol.BOUT, pool.bout_payload, pool.bout_fields, bouts),
@@ -143,7 +157,10 @@ def _bulk_writer(engine: Engine) -> Iterator[tuple[Any, Writer]]:
         if engine.dialect.name == "postgresql":
 
             def write(table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-                with driver.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:  # type: ignore[union-attr]
+                with (
+                    driver.cursor() as cur,
+                    cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+                ):  # type: ignore[union-attr]
                     for row in rows:
                         copy.write_row(row)
 

@@ -32,7 +32,7 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, union, update
 from sqlalchemy.orm import Session
 
 from companion.login_limits import account_key
@@ -61,7 +61,16 @@ EXPORT_FORMAT = "posture-worker-export/1"
 
 
 def _records_of(worker_id: int) -> ColumnElement[bool]:
-    """Records decoded into one of the worker's minute summaries or events."""
+    """Records decoded into one of the worker's minute summaries or events.
+
+    The device_pk condition is implied by the two EXISTS, but stated, so that the database
+    reads only the records of the devices the worker wore (through the (device_pk, seq) key)
+    instead of testing every record in the table: a worker-year export or an erasure then costs
+    the worker's rows, not the whole store's (docs/scale.md)."""
+    worn = union(
+        select(MinuteSummary.device_pk).where(MinuteSummary.worker_id == worker_id),
+        select(Event.device_pk).where(Event.worker_id == worker_id),
+    )
     minute = exists().where(
         MinuteSummary.device_pk == Record.device_pk,
         MinuteSummary.seq == Record.seq,
@@ -70,7 +79,7 @@ def _records_of(worker_id: int) -> ColumnElement[bool]:
     event = exists().where(
         Event.device_pk == Record.device_pk, Event.seq == Record.seq, Event.worker_id == worker_id
     )
-    return or_(minute, event)
+    return and_(Record.device_pk.in_(worn), or_(minute, event))
 
 
 def worker_rows(session: Session, worker_id: int) -> dict[str, ColumnElement[bool]]:
