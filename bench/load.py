@@ -60,6 +60,7 @@ class Tally:
     errors: list[str] = field(default_factory=list)
     retried_503: int = 0
     stored: int = 0
+    by_kind_s: dict[str, list[float]] = field(default_factory=dict)  # dashboard: latencies per page kind
 
 
 def day_start_s(day: dt.date) -> int:
@@ -137,6 +138,12 @@ def dashboard_paths(world: World) -> list[str]:
     return paths
 
 
+def page_kind(path: str) -> str:
+    if path.startswith("/teams/"):
+        return "team_page"
+    return "team_summary_api" if "/summary" in path else "timeline_api"
+
+
 async def ergonomist(
     client: httpx.AsyncClient, token: str, paths: list[str], stop: asyncio.Event, tally: Tally, seed: int
 ) -> None:
@@ -152,6 +159,7 @@ async def ergonomist(
             continue
         if answer.status_code == 200:
             tally.latency_s.append(time.perf_counter() - t0)
+            tally.by_kind_s.setdefault(page_kind(path), []).append(tally.latency_s[-1])
         else:
             tally.errors.append(f"GET {path}: {answer.status_code} {answer.text[:200]}")
         await asyncio.sleep(THINK_S)
@@ -310,6 +318,8 @@ def run(progress: Any = None) -> BenchResult:
             figures[f"{backend}_{key}_p99_ms"] = p99
             figures[f"{backend}_{key}_requests_per_s"] = round(rate, 1)
             figures[f"{backend}_{key}_errors"] = len(tally.errors)
+            for kind, samples in sorted(tally.by_kind_s.items()):
+                figures[f"{backend}_{key}_{kind}_p99_ms"] = percentiles_ms(samples, 99)[0]
             if key.startswith("ingest"):
                 figures[f"{backend}_{key}_retried_503"] = tally.retried_503
                 figures[f"{backend}_{key}_records_per_s"] = round(tally.stored / span) if span else 0

@@ -44,7 +44,7 @@ TARGET_WEARERS = 10_000
 TARGET_DAYS = 230
 DASHBOARD_DAYS = 28
 REPEATS = 20  # of the fast queries; the export and the scans are fewer (EXPORT_REPEATS, SCAN_REPEATS)
-EXPORT_REPEATS = 3
+EXPORT_REPEATS = 2
 SCAN_REPEATS = 3
 BATCH_RECORDS = 240
 
@@ -59,9 +59,27 @@ def timed(samples: int, run: Callable[[int], Any]) -> list[float]:
     return out
 
 
-def measure(
-    engine: Engine, wearers: Wearers, n_days: int, progress: Any, task: Any
-) -> dict[str, list[float]]:
+SIZED_TABLES = ("minute_summaries", "records", "events")
+
+
+def table_sizes(engine: Engine) -> dict[str, float]:
+    """Bytes per row of SIZED_TABLES, table and its indexes together (PostgreSQL); on SQLite the
+    whole file per row of the three (dbstat, which would split it, is not always compiled in)."""
+    with engine.connect() as conn:
+        n = [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in SIZED_TABLES]
+        if engine.dialect.name == "postgresql":
+            size = [
+                conn.execute(text(f"SELECT pg_total_relation_size('{t}')")).scalar_one() for t in SIZED_TABLES
+            ]
+            return {t: b / max(1, k) for t, b, k in zip(SIZED_TABLES, size, n, strict=True)}
+        pages = (
+            conn.execute(text("PRAGMA page_count")).scalar_one()
+            * conn.execute(text("PRAGMA page_size")).scalar_one()
+        )
+        return {"sqlite_file": pages / max(1, sum(n))}
+
+
+def measure(engine: Engine, wearers: Wearers, n_days: int, progress: Any, task: Any) -> dict[str, Any]:
     factory = session_factory(engine)
     days = workdays(n_days)
     lo, hi = days[max(0, len(days) - DASHBOARD_DAYS)], days[-1]
@@ -73,7 +91,7 @@ def measure(
             seqs_per_device[pk] = session.scalar(
                 select(Record.seq).where(Record.device_pk == pk).order_by(Record.seq.desc()).limit(1)
             )
-    out: dict[str, list[float]] = {}
+    out: dict[str, Any] = {}
 
     def step() -> None:
         if progress is not None:
@@ -119,6 +137,7 @@ def measure(
         with engine.connect() as conn:
             conn.execute(text("SELECT count(*) FROM minute_summaries WHERE worn_s < 0")).scalar()
 
+    out["sizes"] = table_sizes(engine)
     for name, samples, run in (
         ("team_dashboard", REPEATS, dashboard),
         ("worker_day", REPEATS, worker_day),
@@ -174,7 +193,7 @@ def run_backend(
 
 
 def run(progress: Any = None) -> BenchResult:
-    n = env_int("POSTURE_BENCH_WEARERS", 20)
+    n = env_int("POSTURE_BENCH_WEARERS", 8)
     n_days = env_int("POSTURE_BENCH_DAYS", TARGET_DAYS)
     figures: dict[str, Any] = {"wearers": n, "workdays": n_days, "target_wearers": TARGET_WEARERS}
     rows: list[list[Any]] = []
@@ -190,6 +209,8 @@ def run(progress: Any = None) -> BenchResult:
             figures[f"{backend}_minute_summaries"] = counts["minute_summaries"]
             figures[f"{backend}_rows"] = sum(counts.values())
             figures[f"{backend}_insert_rows_per_s"] = round(sum(counts.values()) / fill_s)
+            for table, per_row in samples.pop("sizes").items():
+                figures[f"{backend}_{table}_bytes_per_row"] = round(per_row)
             for key, label, baseline in QUERIES:
                 p50, p95 = percentiles_ms(samples[key], 50, 95)
                 base50 = percentiles_ms(samples[baseline], 50)[0]
@@ -226,7 +247,7 @@ def run(progress: Any = None) -> BenchResult:
             "with one team / one worker only.",
             "Rows: minute summaries, events (bouts, alerts), one raw record per row, daily exposure; "
             "inserted in bulk (executemany / COPY), one transaction per wearer.",
-            "Sizes: POSTURE_BENCH_WEARERS (default 20), POSTURE_BENCH_DAYS (default 230); PostgreSQL too "
+            "Sizes: POSTURE_BENCH_WEARERS (default 8), POSTURE_BENCH_DAYS (default 230); PostgreSQL too "
             "when POSTURE_BENCH_POSTGRES_URL is set (a schema of its own, dropped after).",
         ],
     )

@@ -129,6 +129,12 @@ def _device_ids(session: Session) -> dict[int, str]:
     return {pk: device_id for pk, device_id in session.execute(select(Device.id, Device.device_id))}
 
 
+def _columns(model: Any) -> list[Any]:
+    """A model's columns: selected as plain rows, a worker-year's quarter-million minute summaries,
+    events and records export several times faster than as ORM objects (bench/scale.py)."""
+    return list(model.__table__.c)
+
+
 def export_worker(session: Session, worker_id: int) -> dict[str, Any]:
     """Everything stored about the worker, as one JSON-ready document (raw records as hex).
     KeyError when there is no such worker."""
@@ -226,8 +232,8 @@ def export_worker(session: Session, worker_id: int) -> dict[str, Any]:
                 "mean_velocity_ddps": m.mean_velocity_ddps,
                 "curvature_mean_ddeg": m.curvature_mean_ddeg,
             }
-            for m in session.scalars(
-                select(MinuteSummary)
+            for m in session.execute(
+                select(*_columns(MinuteSummary))
                 .where(where["minute_summaries"])
                 .order_by(MinuteSummary.start_s, MinuteSummary.seq)
             )
@@ -240,7 +246,9 @@ def export_worker(session: Session, worker_id: int) -> dict[str, Any]:
                 "time_s": e.time_s,
                 "fields": e.fields,
             }
-            for e in session.scalars(select(Event).where(where["events"]).order_by(Event.time_s, Event.seq))
+            for e in session.execute(
+                select(*_columns(Event)).where(where["events"]).order_by(Event.time_s, Event.seq)
+            )
         ],
         "records": [
             {
@@ -251,8 +259,8 @@ def export_worker(session: Session, worker_id: int) -> dict[str, Any]:
                 "crc": r.crc,
                 "received_at": _iso(r.received_at),
             }
-            for r in session.scalars(
-                select(Record).where(where["records"]).order_by(Record.device_pk, Record.seq)
+            for r in session.execute(
+                select(*_columns(Record)).where(where["records"]).order_by(Record.device_pk, Record.seq)
             )
         ],
     }
