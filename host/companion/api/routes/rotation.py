@@ -6,11 +6,12 @@ import dataclasses
 import datetime as dt
 import importlib
 import re
+from functools import lru_cache
 from types import ModuleType
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
-from sqlalchemy import exists, select
+from sqlalchemy import Select, bindparam, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -350,12 +351,27 @@ def parse_week(week: str | None) -> dt.date:
 def worked_days(session: Session, worker: Worker, days: list[dt.date]) -> list[bool]:
     """Whether the worker has minutes on each of `days` (local days), in one query: the team page
     asks this for every worker-day of eight weeks, and one query per day made it slow."""
+    params: dict[str, int] = {"worker_id": worker.id}
+    for k, day in enumerate(days):
+        params[f"lo{k}"], params[f"hi{k}"] = day_bounds(worker, day)
+    return [bool(v) for v in session.execute(_worked_statement(len(days)), params).one()]
+
+
+@lru_cache(maxsize=8)
+def _worked_statement(n_days: int) -> Select[Any]:
+    # Built once: constructing the expression cost more than running it, eight weeks × a team's
+    # workers times per team page.
     m = MinuteSummary
-    checks = []
-    for day in days:
-        t0, t1 = day_bounds(worker, day)
-        checks.append(exists().where(m.worker_id == worker.id, m.start_s >= t0, m.start_s < t1))
-    return [bool(v) for v in session.execute(select(*checks)).one()]
+    return select(
+        *(
+            exists().where(
+                m.worker_id == bindparam("worker_id"),
+                m.start_s >= bindparam(f"lo{k}"),
+                m.start_s < bindparam(f"hi{k}"),
+            )
+            for k in range(n_days)
+        )
+    )
 
 
 @router.get("/teams/{team_id}/rotation")
