@@ -22,7 +22,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> sa.Engine:
     return open_store(f"sqlite:///{Path(tmp_path_factory.mktemp('scale')) / 'plan.db'}")
 
 
-def plan(engine: sa.Engine, statement: sa.Executable) -> str:
+def plan(engine: sa.Engine, statement: sa.ClauseElement) -> str:
     sql = str(statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
     with engine.connect() as conn:
         return "\n".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))

@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
-from sqlalchemy import Select, bindparam, exists, select
+from sqlalchemy import Executable, bindparam, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -358,7 +358,7 @@ def worked_days(session: Session, worker: Worker, days: list[dt.date]) -> list[b
 
 
 @lru_cache(maxsize=8)
-def _worked_statement(n_days: int) -> Select[Any]:
+def _worked_statement(n_days: int) -> Executable:
     # Built once: constructing the expression cost more than running it, eight weeks × a team's
     # workers times per team page.
     m = MinuteSummary
