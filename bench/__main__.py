@@ -23,6 +23,8 @@ BENCHMARKS = {
     "fusion_broad": "bench.fusion_broad",
     "ingest": "bench.ingest",
     "exposure": "bench.exposure",
+    "scale": "bench.scale",
+    "load": "bench.load",
 }
 
 
@@ -31,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", nargs="?", choices=sorted(BENCHMARKS))
     args = parser.parse_args(argv)
     if args.name is None:
-        for name, module in sorted(BENCHMARKS.items()):
-            print(f"{name:12s} {module}")
+        for name, module_name in sorted(BENCHMARKS.items()):
+            print(f"{name:12s} {module_name}")
         return 0
     module = importlib.import_module(BENCHMARKS[args.name])
     console = Console(stderr=False)

@@ -13,6 +13,7 @@ INGEST_ATTEMPTS the answer is 503 with Retry-After, which the sync agent honours
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -41,6 +42,10 @@ MAX_INGEST_BODY_BYTES = 4 * 1024 * 1024
 # Runs of an upload's transaction that lost a race before the answer is a 503.
 INGEST_ATTEMPTS = 3
 RETRY_AFTER_S = 1
+# Upload transactions a worker process runs at once (ingest_slots): SQLite writes one at a time
+# whatever the number; on PostgreSQL a few overlap the CPU work of one with another's I/O.
+SQLITE_INGEST_SLOTS = 1
+INGEST_SLOTS = 4
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
@@ -95,26 +100,55 @@ async def upload(
         raise HTTPException(422, f"invalid upload: {problems}") from None
     frames = _b64(body.frames_b64, "frames_b64")
     mac = _b64(body.batch_mac_b64, "batch_mac_b64") if body.batch_mac_b64 else None
-    # The database work is blocking: off the event loop, like FastAPI's sync routes.
-    answer, days = await run_in_threadpool(
-        _store, session, body.device_id, frames, mac, request.app.state.settings.require_batch_hmac
-    )
+    # The database work is blocking: off the event loop, like FastAPI's sync routes.  At most
+    # a few uploads at a time per process take a thread; the others wait here, on the event loop.
+    slots = ingest_slots(request, session)
+    async with slots:
+        answer, days = await run_in_threadpool(
+            _store, session, body.device_id, frames, mac, request.app.state.settings.require_batch_hmac
+        )
     if days:
         # A session of its own: the request's is closed once the answer has gone.
-        background.add_task(refresh_after_upload, request.app.state.session_factory, days)
+        background.add_task(refresh_after_upload, slots, request.app.state.session_factory, days)
     return answer
 
 
-def refresh_after_upload(factory: sessionmaker[Session], days: list[tuple[int, dt.date]]) -> None:
-    """The daily exposure of the days an upload touched, so dashboards find it computed.  A
-    failure only leaves them dirty, for the next reader to recompute: logged, never raised."""
-    try:
-        with factory() as session:
-            refresh_days(session, days)
-    except Exception:  # noqa: BLE001 - the answer has gone; the days stay marked dirty
-        log.warning(
-            "recomputing the exposure of %d worker-days after an upload failed", len(days), exc_info=True
-        )
+async def refresh_after_upload(
+    slots: asyncio.Semaphore, factory: sessionmaker[Session], days: list[tuple[int, dt.date]]
+) -> None:
+    """The daily exposure of the days an upload touched, so dashboards find it computed; it
+    writes, so it takes an upload slot too.  A failure only leaves the days dirty, for the next
+    reader to recompute: logged, never raised."""
+    async with slots:
+        try:
+            await run_in_threadpool(_refresh, factory, days)
+        except Exception:  # noqa: BLE001 - the answer has gone; the days stay marked dirty
+            log.warning(
+                "recomputing the exposure of %d worker-days after an upload failed", len(days), exc_info=True
+            )
+
+
+def _refresh(factory: sessionmaker[Session], days: list[tuple[int, dt.date]]) -> None:
+    with factory() as session:
+        refresh_days(session, days)
+
+
+def ingest_slots(request: Request, session: Session) -> asyncio.Semaphore:
+    """The process's semaphore of concurrent upload transactions (one per event loop).
+
+    Why: every route without ``async`` runs in one thread pool (40 threads).  Hundreds of agents
+    uploading at once used to fill it with uploads waiting for the database's write lock (SQLite
+    has one writer; on PostgreSQL they queue on row locks and connections), and an ergonomist's
+    page waited behind them all: seconds (bench/load.py).  More concurrent writers than this do
+    not store faster anyway."""
+    loop = asyncio.get_running_loop()
+    held = getattr(request.app.state, "ingest_slots", None)
+    if held is None or held[0] is not loop:
+        sqlite = session.get_bind().dialect.name == "sqlite"
+        held = (loop, asyncio.Semaphore(SQLITE_INGEST_SLOTS if sqlite else INGEST_SLOTS))
+        request.app.state.ingest_slots = held
+    semaphore: asyncio.Semaphore = held[1]
+    return semaphore
 
 
 def _store(

@@ -6,11 +6,12 @@ import dataclasses
 import datetime as dt
 import importlib
 import re
+from functools import lru_cache
 from types import ModuleType
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
-from sqlalchemy import select
+from sqlalchemy import Executable, bindparam, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -258,10 +259,13 @@ def day_segments(
     recorded (API) plus those from the device's task button; inferred from activity only when
     asked and nothing was recorded.  Segments are cut to the day, sorted by start."""
     t0, t1 = day_bounds(worker, day)
-    minute_rows = session.scalars(
-        select(MinuteSummary)
-        .where(MinuteSummary.worker_id == worker.id, MinuteSummary.start_s >= t0, MinuteSummary.start_s < t1)
-        .order_by(MinuteSummary.start_s, MinuteSummary.seq)
+    # Plain rows of the four columns MinuteSeries reads: the team page judges every worker-day of
+    # eight weeks, and ORM objects of all their minutes made it take seconds (bench/load.py).
+    m = MinuteSummary
+    minute_rows = session.execute(
+        select(m.start_s, m.worn_s, m.flexion_bins, m.activity_s)
+        .where(m.worker_id == worker.id, m.start_s >= t0, m.start_s < t1)
+        .order_by(m.start_s, m.seq)
     ).all()
     minutes = rot.MinuteSeries.from_rows(minute_rows) if minute_rows else rot.MinuteSeries.empty()
     segments = [
@@ -344,6 +348,32 @@ def parse_week(week: str | None) -> dt.date:
         raise HTTPException(422, f"week must be like 2026-W48, not {week!r}") from None
 
 
+def worked_days(session: Session, worker: Worker, days: list[dt.date]) -> list[bool]:
+    """Whether the worker has minutes on each of `days` (local days), in one query: the team page
+    asks this for every worker-day of eight weeks, and one query per day made it slow."""
+    params: dict[str, int] = {"worker_id": worker.id}
+    for k, day in enumerate(days):
+        params[f"lo{k}"], params[f"hi{k}"] = day_bounds(worker, day)
+    return [bool(v) for v in session.execute(_worked_statement(len(days)), params).one()]
+
+
+@lru_cache(maxsize=8)
+def _worked_statement(n_days: int) -> Executable:
+    # Built once: constructing the expression cost more than running it, eight weeks × a team's
+    # workers times per team page.
+    m = MinuteSummary
+    return select(
+        *(
+            exists().where(
+                m.worker_id == bindparam("worker_id"),
+                m.start_s >= bindparam(f"lo{k}"),
+                m.start_s < bindparam(f"hi{k}"),
+            )
+            for k in range(n_days)
+        )
+    )
+
+
 @router.get("/teams/{team_id}/rotation")
 def team_rotation(
     team_id: Id,
@@ -361,21 +391,10 @@ def team_rotation(
     all_days = []
     for worker in session.scalars(select(Worker).where(Worker.team_id == team_id).order_by(Worker.id)):
         days = []
-        for offset in range(7):
-            day = monday + dt.timedelta(days=offset)
-            t0, t1 = day_bounds(worker, day)
-            worked = session.scalar(
-                select(MinuteSummary.id)
-                .where(
-                    MinuteSummary.worker_id == worker.id,
-                    MinuteSummary.start_s >= t0,
-                    MinuteSummary.start_s < t1,
-                )
-                .limit(1)
-            )
-            if worked is None:
-                continue
-            days.append((day, day_compliance(rot, session, worker, day, policy, tasks, infer)))
+        week_days = [monday + dt.timedelta(days=offset) for offset in range(7)]
+        for day, worked in zip(week_days, worked_days(session, worker, week_days), strict=True):
+            if worked:
+                days.append((day, day_compliance(rot, session, worker, day, policy, tasks, infer)))
         all_days += [c for _, c in days]
         workers_out.append(
             {
