@@ -301,7 +301,7 @@ def test_a_slow_slouch_drift_while_seated_is_followed_without_lag():
     # before most sustained slouches. The sway passes rest detection, so the bias update takes
     # the drift's rate for bias and the estimate lags by rate x tau_acc_rest_s; it must still
     # follow the drift closely, or a slouch crosses the alert threshold late (docs/fusion.md).
-    still = [(30.0, (0, 0, 0), (0, 0, 0))]
+    still = [(30.0, (0.0, 0.0, 0.0), (0, 0, 0))]
     drift = [(2.0, (0.0, 0.05 + (0.4 if k % 2 else -0.4), 0.0), (0, 0, 0)) for k in range(150)]
     motion = simulate(still + drift, gyro_offset_dps=(0.4, -0.6, 0.3))
     last_2_min = slice(-120 * 52, None)
