@@ -40,7 +40,7 @@ class ReferenceTiltFilter:
         rate_hz: float,
         tau_acc_s: float = 3.0,
         coning_gain: float = 0.125,
-        tau_acc_rest_s: float = 1.0,
+        tau_acc_rest_s: float = 0.5,
         rest_tau_s: float = 0.5,
         rest_gyro_dps: float = 2.0,
         rest_accel_g: float = 0.05,

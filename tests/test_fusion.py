@@ -296,6 +296,22 @@ def test_a_bias_at_the_lsm6dso_zero_rate_level_is_learned_while_the_wearer_sways
     assert angle_deg(vqf_like.astype(float), motion.truth_up)[last_4_min].mean() > 0.5
 
 
+def test_a_slow_slouch_drift_while_seated_is_followed_without_lag():
+    # A seated wearer sways and slowly creeps forward (0.05 deg/s: 15 deg in 5 minutes), as
+    # before most sustained slouches. The sway passes rest detection, so the bias update takes
+    # the drift's rate for bias and the estimate lags by rate x tau_acc_rest_s; it must still
+    # follow the drift closely, or a slouch crosses the alert threshold late (docs/fusion.md).
+    still = [(30.0, (0.0, 0.0, 0.0), (0, 0, 0))]
+    drift = [(2.0, (0.0, 0.05 + (0.4 if k % 2 else -0.4), 0.0), (0, 0, 0)) for k in range(150)]
+    motion = simulate(still + drift, gyro_offset_dps=(0.4, -0.6, 0.3))
+    last_2_min = slice(-120 * 52, None)
+    ours, _ = run_in_cpython(motion)
+    before = fusion.FusionSettings(tau_acc_rest_s=1.0)  # the previous rest time constant
+    old, _ = run_in_cpython(motion, settings=before)
+    assert angle_deg(ours.astype(float), motion.truth_up)[last_2_min].mean() < 0.035
+    assert angle_deg(old.astype(float), motion.truth_up)[last_2_min].mean() > 0.045
+
+
 def test_linear_acceleration_bursts_barely_tilt_the_estimate():
     # Still and upright; then a push (0.5 g forward for 0.5 s, braking for 0.5 s), later 2 s of
     # shaking at +-2 g sideways (6.5 Hz; half-length first and last half-waves, so that the

@@ -435,6 +435,15 @@ def test_held_out_set_is_disjoint_from_tuning_and_marked() -> None:
     assert stairs.generate().meta["held_out"] == "true"
 
 
+def test_held_out_set_holds_at_least_20_varied_worker_hours() -> None:
+    # Issue 3's evaluation target: >= 20 held-out worker-hours, not one scenario repeated.
+    held_out = held_out_set()
+    hours = sum(run.hours if run.hours is not None else DEFAULT_HOURS[run.scenario] for run in held_out)
+    assert hours >= 20.0
+    assert len({run.seed for run in held_out}) == len(held_out)
+    assert any(run.two_sensors for run in held_out) and any(run.mounting_offset_deg for run in held_out)
+
+
 def test_unknown_scenario_lists_the_known_ones() -> None:
     with pytest.raises(KeyError, match="office-hour"):
         generate("marathon")

@@ -121,9 +121,11 @@ class FusionSettings:
     value for linearly varying rates, is close behind; 0 disables the correction).
 
     tau_acc_s            time constant of the inertial-frame accelerometer low-pass, s (3.0)
-    tau_acc_rest_s       the same while rest is detected, s (1.0): at rest the accelerometer
+    tau_acc_rest_s       the same while rest is detected, s (0.5): at rest the accelerometer
                          measures gravity alone, and a shorter low-pass shrinks the lag that a
-                         not-yet-learned gyro bias causes (bias x tau: 0.3 deg/s -> ~1 deg at 3 s)
+                         gyro bias error causes (bias error x tau: 0.3 deg/s -> ~1 deg at 3 s);
+                         a seated wearer's slow slouch drift passes as rest, and its rate goes
+                         into the bias estimate: the same lag, drift rate x tau
     coning_gain          two-sample coning correction gain (0.125)
     rest_tau_s           low-pass time constant used by rest detection, s (0.5)
     rest_gyro_dps        rest: max deviation of the gyro from its low-pass, deg/s (2.0)
@@ -140,7 +142,7 @@ class FusionSettings:
         self,
         tau_acc_s=3.0,
         coning_gain=0.125,
-        tau_acc_rest_s=1.0,
+        tau_acc_rest_s=0.5,
         rest_tau_s=0.5,
         rest_gyro_dps=2.0,
         rest_accel_g=0.05,

@@ -542,4 +542,17 @@ def held_out_set() -> tuple[ScenarioRun, ...]:
         ScenarioRun("off-body", base + 9, hours=0.4, held_out=True),
         ScenarioRun("rotated-mount", base + 10, hours=0.5, two_sensors=True, held_out=True),
         ScenarioRun("reaching", base + 11, hours=0.3, held_out=True),
+        # More varied worker-hours (issue 3: >= 20 held-out): an afternoon with the sensor
+        # tilted the other way, two sensors at an office desk, slouches with a yawed mount.
+        ScenarioRun("office-day", base + 12, hours=2.0, mounting_offset_deg=(-2.0, 4.0, -3.0), held_out=True),
+        ScenarioRun(
+            "office-hour",
+            base + 13,
+            hours=1.0,
+            two_sensors=True,
+            mounting_offset_deg=(4.0, 2.0, -6.0),
+            held_out=True,
+        ),
+        ScenarioRun("slouch-episodes", base + 14, hours=0.5, mounting_offset_deg=(-3.0, -2.0, 5.0), held_out=True),
+        ScenarioRun("reaching", base + 15, hours=0.25, two_sensors=True, held_out=True),
     )
