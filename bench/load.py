@@ -178,11 +178,19 @@ async def workload(
 ) -> None:
     """The three phases; results go into `tallies` and `seconds`, so that what was measured
     before a deadline cut the run short is still there."""
-    limits = httpx.Limits(max_connections=len(agent_plans) + ergonomists + 8)
+    # Agents open a connection per upload, as the sync agent's urllib does: a pooled keep-alive
+    # connection can be closed by the server (uvicorn: after 5 s idle) just as a POST goes out on
+    # it, a ReadError no real agent meets.  Ergonomists (browsers) keep theirs, for 2 s.
+    agent_limits = httpx.Limits(max_connections=len(agent_plans) + 8, max_keepalive_connections=0)
     paths = dashboard_paths(world)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=REQUEST_TIMEOUT_S) as client:
+    async with (
+        httpx.AsyncClient(base_url=base, limits=agent_limits, timeout=REQUEST_TIMEOUT_S) as uploads,
+        httpx.AsyncClient(
+            base_url=base, limits=httpx.Limits(keepalive_expiry=2.0), timeout=REQUEST_TIMEOUT_S
+        ) as client,
+    ):
         t0 = time.perf_counter()
-        await asyncio.gather(*(agent(client, p, p.morning, tallies["ingest_alone"]) for p in agent_plans))
+        await asyncio.gather(*(agent(uploads, p, p.morning, tallies["ingest_alone"]) for p in agent_plans))
         seconds["ingest_alone"] = time.perf_counter() - t0
 
         stop = asyncio.Event()
@@ -209,7 +217,7 @@ async def workload(
         load = tallies["ingest_under_load"]
         try:
             await asyncio.gather(
-                *(agent(client, p, [*p.afternoon, p.again, p.overlap], load) for p in agent_plans)
+                *(agent(uploads, p, [*p.afternoon, p.again, p.overlap], load) for p in agent_plans)
             )
             seconds["ingest_under_load"] = time.perf_counter() - t0
         finally:  # also when the deadline cancels the run: no ergonomist outlives the client
