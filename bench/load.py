@@ -3,11 +3,11 @@
 
 Phases, on a fresh database (SQLite file; PostgreSQL too when POSTURE_BENCH_POSTGRES_URL is set):
 
-1. every agent uploads its wearer's first work-day (bench/ingest.py's device day: minute
-   summaries, bouts, alerts), all agents at once, one batch after the other each;
+1. every agent uploads the morning of its wearer's work-day (bench/ingest.py's device day:
+   minute summaries, bouts, alerts), all agents at once, one batch after the other each;
 2. baseline: the ergonomists alone query the dashboard for QUIET_S seconds;
-3. under load: every agent uploads the second work-day, sends one batch of the first day again
-   unchanged, and one window overlapping the two days, while the ergonomists keep querying.
+3. under load: every agent uploads the afternoon, sends one morning batch again unchanged, and
+   one window overlapping the two halves, while the ergonomists keep querying.
 
 A 503 (the companion's "busy, send again") is retried after its Retry-After, as the sync agent
 does, and counted; any other failure is an error.  Afterwards, in the database: every record
@@ -371,9 +371,11 @@ def run(progress: Any = None) -> BenchResult:
         rows=rows,
         figures=figures,
         notes=[
-            f"Each agent uploads two work-days of one wearer ({BATCH_RECORDS}-record batches, one at a time), "
-            "plus one batch again unchanged and one window overlapping the two days. Ingest latency includes "
-            "any 503 retries (Retry-After honoured); ingest per s = batches answered / phase time.",
+            "Each agent uploads one work-day of its wearer (minute summaries, bouts, alerts): the morning "
+            f"with no dashboard traffic, then the afternoon plus one morning batch again unchanged and one "
+            f"window overlapping the two halves, in {BATCH_RECORDS}-record batches one at a time. Ingest "
+            "latency includes any 503 retries (Retry-After honoured); per s = batches answered per second "
+            "of the phase.",
             f"Dashboard: team summary API, team page, worker-day timeline, {THINK_S * 1000:.0f} ms think time; "
             f"baseline = the same requests for {QUIET_S:.0f} s with no uploads.",
             "Afterwards in the database: records_lost = generated - distinct stored, records_duplicated = "
