@@ -46,6 +46,9 @@ RETRY_AFTER_S = 1
 # whatever the number; on PostgreSQL a few overlap the CPU work of one with another's I/O.
 SQLITE_INGEST_SLOTS = 1
 INGEST_SLOTS = 4
+# How long an upload waits for a slot before the answer is 503 with Retry-After: under the sync
+# agent's 30 s request timeout, so a queue of uploads turns into retries, not timeouts.
+SLOT_WAIT_S = 20.0
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
@@ -103,10 +106,20 @@ async def upload(
     # The database work is blocking: off the event loop, like FastAPI's sync routes.  At most
     # a few uploads at a time per process take a thread; the others wait here, on the event loop.
     slots = ingest_slots(request, session)
-    async with slots:
+    try:
+        await asyncio.wait_for(slots.acquire(), SLOT_WAIT_S)
+    except TimeoutError:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "the companion is busy with other uploads: send the batch again",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        ) from None
+    try:
         answer, days = await run_in_threadpool(
             _store, session, body.device_id, frames, mac, request.app.state.settings.require_batch_hmac
         )
+    finally:
+        slots.release()
     if days:
         # A session of its own: the request's is closed once the answer has gone.
         background.add_task(refresh_after_upload, slots, request.app.state.session_factory, days)
