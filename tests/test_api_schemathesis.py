@@ -15,7 +15,8 @@ dashboard's page, not in the schema), and ``positive_data_acceptance`` (a schema
 must succeed).  What the schema cannot say is checked by the app: the ids must exist, the time
 zone must be an IANA one, the key must be hex, the frames must be records of docs/protocol.md;
 those are 404/409/422 answers with a sentence, not findings.  The world is
-tests/test_api_resources.py's (SQLite).  What the runs found: tests/test_api_fuzz_findings.py.
+tests/test_api_resources.py's, on SQLite and, when
+POSTURE_TEST_POSTGRES_URL is set, on PostgreSQL (tests/databases.py).  What the runs found: tests/test_api_fuzz_findings.py.
 
 ``POSTURE_SCHEMATHESIS_EXAMPLES`` raises the number of requests per operation and caller for a
 longer run (docs/security.md "Fuzzing")."""
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import pytest
 import schemathesis
+from databases import BACKENDS, database_url
 from db_rows import database_rows
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import allow_header_conformance, positive_data_acceptance, unsupported_method
@@ -47,13 +49,14 @@ LOGOUT = ("/api/auth/logout", "/api/auth/rotate", "/api/auth/sessions")
 DASHBOARD_PAGES = ("/login",)
 
 
-@pytest.fixture(scope="module")
-def api_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def api_world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("schemathesis")
-    world = build_world(f"sqlite:///{tmp / 'posture.db'}", tmp)
-    yield world
-    world.client.close()
-    world.engine.dispose()
+    with database_url(request.param, tmp) as url:
+        world = build_world(url, tmp)
+        yield world
+        world.client.close()
+        world.engine.dispose()
 
 
 # The schema is read at collection, from an app on an empty in-memory store (the schema does not
