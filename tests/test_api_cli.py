@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -24,6 +25,22 @@ from companion.cli import main
 from companion.store import Device, User, open_store, session_factory
 
 REPO = Path(__file__).resolve().parent.parent
+_engines: list[sa.Engine] = []
+
+
+def store(url: str) -> sa.Engine:
+    """The store at `url`, its connections closed when the test ends (a PostgreSQL schema is
+    dropped then)."""
+    engine = open_store(url)
+    _engines.append(engine)
+    return engine
+
+
+@pytest.fixture(autouse=True)
+def _dispose_engines(db_url: str) -> Iterator[None]:  # every test here takes db_url
+    yield
+    while _engines:
+        _engines.pop().dispose()
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -37,7 +54,7 @@ def test_users_add_with_a_random_password_prints_it_once_and_it_logs_in(db_url, 
     assert code == 0
     password = re.search(r"password: (\S+)", out)
     assert password is not None
-    with session_factory(open_store(db))() as session:
+    with session_factory(store(db))() as session:
         assert auth.authenticate(session, "root@example.org", password.group(1)) is not None
     code, out = run(capsys, "users", "--db", db, "list")
     assert "root@example.org" in out and password.group(1) not in out
@@ -63,7 +80,7 @@ def test_users_passwd_and_token(db_url, capsys):
     assert code == 0
     _, token = run(capsys, "users", "--db", db, "token", "erin@example.org")
     _, agent = run(capsys, "users", "--db", db, "token", "--agent", "door laptop")
-    with session_factory(open_store(db))() as session:
+    with session_factory(store(db))() as session:
         user = auth.user_for_token(session, token.strip())
         assert user is not None and user.email == "erin@example.org"
         assert auth.agent_for_token(session, agent.strip()) is not None
@@ -84,7 +101,7 @@ def test_devices_add_rotate_revoke(db_url, capsys):
     _, out = run(capsys, "devices", "--db", db, "rotate-key", "W017")
     second = re.search(r"key: ([0-9a-f]{64})", out)
     assert second is not None and second.group(1) != first.group(1)
-    engine = open_store(db)
+    engine = store(db)
     with session_factory(engine)() as session:
         assert session.scalar(sa.select(Device.key)) == bytes.fromhex(second.group(1))
     run(capsys, "devices", "--db", db, "revoke", "W017")
@@ -131,6 +148,6 @@ def test_serve_creates_the_first_admin_logs_the_database_and_answers_health(db_u
     assert not password or str(password) not in err
     match = re.search(r"first admin admin@localhost with password (\S+)", err)
     assert match is not None
-    with session_factory(open_store(db))() as session:
+    with session_factory(store(db))() as session:
         assert session.scalar(sa.select(User.role)) == "admin"
         assert auth.authenticate(session, "admin@localhost", match.group(1)) is not None
