@@ -16,7 +16,8 @@ must succeed).  What the schema cannot say is checked by the app: the ids must e
 zone must be an IANA one, the key must be hex, the frames must be records of docs/protocol.md;
 those are 404/409/422 answers with a sentence, not findings.  The world is
 tests/test_api_resources.py's, on SQLite and, when
-POSTURE_TEST_POSTGRES_URL is set, on PostgreSQL (tests/databases.py).  What the runs found: tests/test_api_fuzz_findings.py.
+POSTURE_TEST_POSTGRES_URL is set, on PostgreSQL (tests/databases.py; there as the admin only,
+without schemathesis' coverage phase).  What the runs found: tests/test_api_fuzz_findings.py.
 
 ``POSTURE_SCHEMATHESIS_EXAMPLES`` raises the number of requests per operation and caller for a
 longer run (docs/security.md "Fuzzing")."""
@@ -123,6 +124,7 @@ def call_and_check(case: schemathesis.Case, world: World, caller: str) -> None:
 
 @schema.parametrize()
 @FUZZ
+@pytest.mark.parametrize("api_world", ["sqlite"], indirect=True)
 def test_as_admin_no_server_error_every_answer_documented_and_refusals_change_nothing(
     case: schemathesis.Case, api_world: World
 ) -> None:
@@ -131,7 +133,26 @@ def test_as_admin_no_server_error_every_answer_documented_and_refusals_change_no
 
 @schema.parametrize()
 @FUZZ
+@pytest.mark.parametrize("api_world", ["sqlite"], indirect=True)
 def test_as_worker_no_server_error_every_answer_documented_and_refusals_change_nothing(
     case: schemathesis.Case, api_world: World
 ) -> None:
     call_and_check(case, api_world, "worker_self")
+
+
+# On PostgreSQL (when POSTURE_TEST_POSTGRES_URL is set): as the admin, who reaches every
+# operation's database work, with as many generated requests but without schemathesis' coverage
+# phase (its boundary and invalid values of every parameter: minutes more than CI can spare there,
+# each request being checked by reading every table before and after; the values it found are
+# tests/test_api_fuzz_findings.py's regression tests, which run on PostgreSQL too).
+schema_on_postgres = schemathesis.openapi.from_asgi("/openapi.json", _schema_app)
+schema_on_postgres.config.phases.coverage.enabled = False
+
+
+@schema_on_postgres.parametrize()
+@FUZZ
+@pytest.mark.parametrize("api_world", ["postgres"], indirect=True)
+def test_on_postgresql_as_admin_no_server_error_every_answer_documented_and_refusals_change_nothing(
+    case: schemathesis.Case, api_world: World
+) -> None:
+    call_and_check(case, api_world, "admin")
