@@ -1,5 +1,5 @@
 import pytest
-from databases import db_url  # noqa: F401  (the fixture: every test taking it runs on each database)
+from databases import backend, db_url  # noqa: F401  (fixtures: every test taking one runs on each database)
 
 from emulator.micropython_cmd import run_micropython
 

@@ -73,6 +73,15 @@ def database_url(backend: str, tmp: Path) -> Iterator[str]:
 
 
 @pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """"sqlite" or "postgres" (skipped unless POSTURE_TEST_POSTGRES_URL is set), for a test that
+    makes several databases with :func:`database_url`."""
+    if request.param == "postgres":
+        postgres_url()
+    return request.param
+
+
+@pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database of the test's own: a SQLite file, or a fresh PostgreSQL schema."""
     with database_url(request.param, tmp_path) as url:

@@ -1,4 +1,7 @@
-"""`posture serve`, `posture users`, `posture devices`: the companion's admin commands."""
+"""`posture serve`, `posture users`, `posture devices`: the companion's admin commands.
+
+Each runs on SQLite, and on PostgreSQL when POSTURE_TEST_POSTGRES_URL is set (`--db` takes a
+database URL as well as a SQLite file; tests/databases.py)."""
 
 from __future__ import annotations
 
@@ -8,17 +11,36 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from companion import auth
+from companion.api.app import database_label
 from companion.cli import main
 from companion.store import Device, User, open_store, session_factory
 
 REPO = Path(__file__).resolve().parent.parent
+_engines: list[sa.Engine] = []
+
+
+def store(url: str) -> sa.Engine:
+    """The store at `url`, its connections closed when the test ends (a PostgreSQL schema is
+    dropped then)."""
+    engine = open_store(url)
+    _engines.append(engine)
+    return engine
+
+
+@pytest.fixture(autouse=True)
+def _dispose_engines(db_url: str) -> Iterator[None]:  # every test here takes db_url
+    yield
+    while _engines:
+        _engines.pop().dispose()
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -26,20 +48,20 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
-def test_users_add_with_a_random_password_prints_it_once_and_it_logs_in(tmp_path, capsys):
-    db = str(tmp_path / "p.db")
+def test_users_add_with_a_random_password_prints_it_once_and_it_logs_in(db_url, capsys):
+    db = db_url
     code, out = run(capsys, "users", "--db", db, "add", "Root@Example.org", "--role", "admin")
     assert code == 0
     password = re.search(r"password: (\S+)", out)
     assert password is not None
-    with session_factory(open_store(f"sqlite:///{db}"))() as session:
+    with session_factory(store(db))() as session:
         assert auth.authenticate(session, "root@example.org", password.group(1)) is not None
     code, out = run(capsys, "users", "--db", db, "list")
     assert "root@example.org" in out and password.group(1) not in out
 
 
-def test_users_passwd_and_token(tmp_path, capsys):
-    db = str(tmp_path / "p.db")
+def test_users_passwd_and_token(db_url, capsys):
+    db = db_url
     run(
         capsys,
         "users",
@@ -58,30 +80,28 @@ def test_users_passwd_and_token(tmp_path, capsys):
     assert code == 0
     _, token = run(capsys, "users", "--db", db, "token", "erin@example.org")
     _, agent = run(capsys, "users", "--db", db, "token", "--agent", "door laptop")
-    with session_factory(open_store(f"sqlite:///{db}"))() as session:
+    with session_factory(store(db))() as session:
         user = auth.user_for_token(session, token.strip())
         assert user is not None and user.email == "erin@example.org"
         assert auth.agent_for_token(session, agent.strip()) is not None
         assert auth.authenticate(session, "erin@example.org", "another long one") is not None
 
 
-def test_a_short_password_is_refused(tmp_path, capsys):
-    code = main(
-        ["users", "--db", str(tmp_path / "p.db"), "add", "a@b.c", "--role", "admin", "--password", "short"]
-    )
+def test_a_short_password_is_refused(db_url, capsys):
+    code = main(["users", "--db", db_url, "add", "a@b.c", "--role", "admin", "--password", "short"])
     assert code == 2
     assert "at least 8" in capsys.readouterr().err
 
 
-def test_devices_add_rotate_revoke(tmp_path, capsys):
-    db = str(tmp_path / "p.db")
+def test_devices_add_rotate_revoke(db_url, capsys):
+    db = db_url
     code, out = run(capsys, "devices", "--db", db, "add", "W017")
     first = re.search(r"key: ([0-9a-f]{64})", out)
     assert code == 0 and first is not None
     _, out = run(capsys, "devices", "--db", db, "rotate-key", "W017")
     second = re.search(r"key: ([0-9a-f]{64})", out)
     assert second is not None and second.group(1) != first.group(1)
-    engine = open_store(f"sqlite:///{db}")
+    engine = store(db)
     with session_factory(engine)() as session:
         assert session.scalar(sa.select(Device.key)) == bytes.fromhex(second.group(1))
     run(capsys, "devices", "--db", db, "revoke", "W017")
@@ -97,8 +117,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_serve_creates_the_first_admin_logs_the_database_and_answers_health(tmp_path):
-    db = tmp_path / "served.db"
+def test_serve_creates_the_first_admin_logs_the_database_and_answers_health(db_url):
+    db = db_url
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "host"), str(REPO / "shared")])}
     proc = subprocess.Popen(
@@ -122,9 +142,12 @@ def test_serve_creates_the_first_admin_logs_the_database_and_answers_health(tmp_
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=10)
-    assert str(db) in err
+    # The database it serves, without its password (the console may wrap a long URL).
+    assert "".join(database_label(db).split()) in "".join(err.split())
+    password = make_url(db).password
+    assert not password or str(password) not in err
     match = re.search(r"first admin admin@localhost with password (\S+)", err)
     assert match is not None
-    with session_factory(open_store(f"sqlite:///{db}"))() as session:
+    with session_factory(store(db))() as session:
         assert session.scalar(sa.select(User.role)) == "admin"
         assert auth.authenticate(session, "admin@localhost", match.group(1)) is not None

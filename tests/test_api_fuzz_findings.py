@@ -5,17 +5,29 @@ PostgreSQL when POSTURE_TEST_POSTGRES_URL is set."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 
+import pytest
 import sqlalchemy as sa
 import test_api_resources
-import test_store
+from databases import BACKENDS, database_url
 from test_api_resources import World
 
 from companion.api.schemas import ErrorOut, ValidationErrorOut
 from companion.store import Base
 
-db_url = test_store.db_url
-world = test_api_resources.world
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    # One world per database for the module: these tests change nothing another one reads
+    # (the refusals store nothing; the one accepted PUT sets a policy no other test looks at).
+    tmp = tmp_path_factory.mktemp("findings")
+    with database_url(request.param, tmp) as url:
+        w = test_api_resources.build_world(url, tmp)
+        yield w
+        w.client.close()
+        w.engine.dispose()
+
 
 PAST_SQLITE = 2**64  # past SQLite's 64-bit integers: the driver raised OverflowError (a 500)
 PAST_POSTGRES = 2**31  # past PostgreSQL's INTEGER ids: the driver raised an out-of-range error

@@ -5,7 +5,9 @@ erg_own (ergonomist of the target's team), erg_other (ergonomist of another team
 anonymous (no credentials), agent (a sync agent's upload token).  The target is always worker
 wa / team A / device W017 of the world in tests/test_api_resources.py.
 
-test_every_api_route_is_in_the_matrix fails when a route is added without a row here."""
+test_every_api_route_is_in_the_matrix fails when a route is added without a row here.
+
+Runs on SQLite, and on PostgreSQL when POSTURE_TEST_POSTGRES_URL is set (tests/databases.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from databases import BACKENDS, database_url
 from fastapi.routing import APIRoute
 from test_api_resources import DAY, PASSWORD, World, build_world, page_form_token
 from test_ingest import JAN1
@@ -287,15 +290,16 @@ MATRIX: list[Row] = [
 _OWN_NON_API = {("POST", "/login"), ("POST", "/logout"), ("GET", "/health")}
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    # One world for the whole matrix (building one is ~0.5 s): rows that change things create
-    # what they change (setup) or use unique names, so cases stay independent.
+@pytest.fixture(scope="module", params=BACKENDS)
+def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    # One world per database for the whole matrix (building one takes a few seconds): rows that
+    # change things create what they change (setup) or use unique names, so cases stay independent.
     tmp: Path = tmp_path_factory.mktemp("matrix")
-    w = build_world(f"sqlite:///{tmp / 'posture.db'}", tmp)
-    yield w
-    w.client.close()
-    w.engine.dispose()
+    with database_url(request.param, tmp) as url:
+        w = build_world(url, tmp)
+        yield w
+        w.client.close()
+        w.engine.dispose()
 
 
 def _cases() -> list[Any]:

@@ -10,7 +10,8 @@ import csv
 import datetime as dt
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import test_store
+from databases import database_url
 from fastapi.testclient import TestClient
 from test_ingest import JAN1, KEY, frames, minute_payload, minutes_batch
 
@@ -111,8 +113,49 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def reads_only(test: Callable[..., None]) -> Callable[..., None]:
+    """A test that changes nothing another such test reads (it reads, or writes what only it
+    looks at, or is refused): it gets the module's one world of its database, not one of its own
+    (building a world takes seconds)."""
+    test.reads_only = True  # type: ignore[attr-defined]
+    return test
+
+
+@dataclass
+class SharedWorlds:
+    """The worlds of a module's @reads_only tests, one per database, made when first asked for."""
+
+    tmp: Path
+    stack: ExitStack
+    worlds: dict[str, World] = field(default_factory=dict)
+
+    def of(self, backend: str) -> World:
+        if backend not in self.worlds:
+            tmp = self.tmp / backend
+            tmp.mkdir()
+            url = self.stack.enter_context(database_url(backend, tmp))
+            w = build_world(url, tmp)
+            self.stack.callback(w.engine.dispose)
+            self.stack.callback(w.client.close)
+            self.worlds[backend] = w
+        world = self.worlds[backend]
+        world.client.cookies.clear()
+        return world
+
+
+@pytest.fixture(scope="module")
+def shared_worlds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedWorlds]:
+    with ExitStack() as stack:
+        yield SharedWorlds(tmp_path_factory.mktemp("shared"), stack)
+
+
 @pytest.fixture
-def world(db_url: str, tmp_path: Path) -> Iterator[World]:
+def world(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> Iterator[World]:
+    """A world of the test's own on its database, or for a @reads_only test the module's one."""
+    if getattr(request.function, "reads_only", False):
+        shared: SharedWorlds = request.getfixturevalue("shared_worlds")
+        yield shared.of(request.node.callspec.params["db_url"])
+        return
     w = build_world(db_url, tmp_path)
     yield w
     w.client.close()
@@ -142,6 +185,7 @@ def count(engine: sa.Engine, table: type) -> int:
 # ---- health, login, tokens ---------------------------------------------------------------------
 
 
+@reads_only
 def test_health_answers_ok_and_the_openapi_docs_are_served(world: World):
     assert world.client.get("/health").json() == {"status": "ok"}
     assert world.client.get("/docs").status_code == 200
@@ -149,6 +193,7 @@ def test_health_answers_ok_and_the_openapi_docs_are_served(world: World):
     assert "/api/ingest" in paths and "/api/workers/{worker_id}/days/{day}" in paths
 
 
+@reads_only
 def test_login_gives_a_token_that_shows_who_i_am(world: World):
     r = world.client.post("/api/auth/login", json={"email": "Erin@acme.test", "password": PASSWORD})
     assert r.status_code == 200
@@ -165,6 +210,7 @@ def test_a_wrong_password_is_refused_without_saying_which_part_was_wrong(world: 
     assert wrong_pw.json() == no_user.json() == {"detail": "wrong e-mail or password"}
 
 
+@reads_only
 def test_tokens_are_stored_only_as_hashes(world: World):
     with session_factory(world.engine)() as session:
         stored = set(session.scalars(sa.select(auth.ApiToken.token_hash)))
@@ -172,6 +218,7 @@ def test_tokens_are_stored_only_as_hashes(world: World):
     assert auth.token_hash(world.tokens["admin"]) in stored
 
 
+@reads_only
 def test_an_expired_token_is_refused(world: World):
     with session_scope(world.engine) as session:
         user = session.scalar(sa.select(auth.User).where(auth.User.email == "erin@acme.test"))
@@ -181,6 +228,7 @@ def test_an_expired_token_is_refused(world: World):
     assert r.status_code == 401 and "expired" in r.json()["detail"]
 
 
+@reads_only
 def test_logout_ends_the_token(world: World):
     token = world.fresh_token("erg_own")
     h = {"Authorization": f"Bearer {token}"}
@@ -188,6 +236,7 @@ def test_logout_ends_the_token(world: World):
     assert world.client.get("/api/me", headers=h).status_code == 401
 
 
+@reads_only
 def test_the_login_form_sets_an_httponly_cookie_that_authenticates(world: World):
     client = world.client
     r = form_login(client, "ana@acme.test", PASSWORD)
@@ -220,6 +269,7 @@ def test_passwords_are_scrypt_hashed_with_a_salt_each():
 # ---- resources ----------------------------------------------------------------------------------
 
 
+@reads_only
 def test_an_ergonomist_lists_only_the_workers_of_their_teams(world: World):
     names = [w["name"] for w in world.client.get("/api/workers", headers=world.headers("erg_own")).json()]
     assert names == ["Ana"]
@@ -247,6 +297,7 @@ def test_admin_builds_an_organisation_a_team_a_worker_and_a_device(world: World)
     assert again.status_code == 409
 
 
+@reads_only
 def test_a_device_key_of_the_wrong_size_is_refused(world: World):
     r = world.client.post(
         "/api/devices", json={"device_id": "W101", "key_hex": "abcd"}, headers=world.headers("admin")
@@ -290,6 +341,7 @@ def test_a_revoked_device_cannot_upload_until_it_gets_a_new_key(world: World):
 # ---- exposure, exports, timeline ----------------------------------------------------------------
 
 
+@reads_only
 def test_a_worker_day_shows_the_exposure_metrics(world: World):
     r = world.client.get(f"/api/workers/{world.ids['wa']}/days/{DAY}", headers=world.headers("worker_self"))
     assert r.status_code == 200
@@ -298,6 +350,7 @@ def test_a_worker_day_shows_the_exposure_metrics(world: World):
     assert metrics["flexion"]["time_above_s"]["20"] == 3600
 
 
+@reads_only
 def test_a_day_without_data_is_404(world: World):
     r = world.client.get(f"/api/workers/{world.ids['wa']}/days/2026-01-02", headers=world.headers("admin"))
     assert r.status_code == 404
@@ -313,6 +366,7 @@ def test_late_data_updates_the_day_it_belongs_to(world: World):
     assert (before, after["minutes"], after["flexion"]["time_above_s"]["20"]) == (60, 90, 3600)
 
 
+@reads_only
 def test_the_days_csv_has_a_row_per_day_with_every_metric(world: World):
     r = world.client.get(
         f"/api/workers/{world.ids['wa']}/days.csv",
@@ -326,6 +380,7 @@ def test_the_days_csv_has_a_row_per_day_with_every_metric(world: World):
     assert rows[0]["worker"] == "Ana"
 
 
+@reads_only
 def test_the_team_summary_totals_its_workers(world: World):
     r = world.client.get(
         f"/api/teams/{world.ids['ta']}/summary",
@@ -344,6 +399,7 @@ def test_the_team_summary_totals_its_workers(world: World):
     assert len(list(csv.DictReader(io.StringIO(csv_r.text)))) == 1
 
 
+@reads_only
 def test_a_range_ending_before_it_starts_is_refused(world: World):
     r = world.client.get(
         f"/api/workers/{world.ids['wa']}/days",
@@ -485,6 +541,7 @@ def test_a_worker_logs_task_segments_without_overlaps(world: World):
 # ---- malformed and oversized bodies -------------------------------------------------------------
 
 
+@reads_only
 def test_malformed_json_is_a_422_with_a_readable_message(world: World):
     r = world.client.post(
         "/api/workers",
@@ -494,6 +551,7 @@ def test_malformed_json_is_a_422_with_a_readable_message(world: World):
     assert r.status_code == 422 and r.json()["detail"].startswith("invalid request")
 
 
+@reads_only
 def test_an_oversized_body_is_refused_with_413(world: World):
     r = world.client.post(
         "/api/organisations",
@@ -503,6 +561,7 @@ def test_an_oversized_body_is_refused_with_413(world: World):
     assert r.status_code == 413
 
 
+@reads_only
 def test_an_oversized_body_without_a_length_is_refused_while_it_streams(world: World):
     def chunks() -> Iterator[bytes]:
         for _ in range(100):
@@ -516,6 +575,7 @@ def test_an_oversized_body_without_a_length_is_refused_while_it_streams(world: W
     assert r.status_code == 413 and "over" in r.json()["detail"]
 
 
+@reads_only
 @pytest.mark.parametrize(
     ("body", "status", "words"),
     [
@@ -536,6 +596,7 @@ def test_bad_uploads_are_4xx_and_store_nothing(world: World, body: bytes, status
     assert (count(world.engine, Record), count(world.engine, MinuteSummary)) == before
 
 
+@reads_only
 def test_an_upload_over_the_size_limit_is_413_and_stores_nothing(world: World):
     from companion.api.routes.ingest import MAX_INGEST_BODY_BYTES
 
@@ -547,6 +608,7 @@ def test_an_upload_over_the_size_limit_is_413_and_stores_nothing(world: World):
     assert r.status_code == 413 and count(world.engine, Record) == before
 
 
+@reads_only
 def test_a_conflicting_replay_is_409(world: World):
     altered = frames([(1, protocol.MINUTE, minute_payload(JAN1 + 8 * 3600, 70.0))])
     r = world.client.post(
@@ -555,6 +617,7 @@ def test_a_conflicting_replay_is_409(world: World):
     assert r.status_code == 409
 
 
+@reads_only
 def test_replaying_an_upload_reports_duplicates(world: World):
     body = {"device_id": "W017", "frames_b64": b64(minutes_batch(1, JAN1 + 8 * 3600, 60))}
     r = world.client.post("/api/ingest", json=body, headers=world.headers("agent")).json()
@@ -580,6 +643,7 @@ def test_rotation_compliance_counts_the_minutes_past_the_policy_limit(world: Wor
     assert [d["date"] for d in week["workers"][0]["days"]] == ["2026-01-01"]
 
 
+@reads_only
 def test_a_malformed_week_is_refused(world: World):
     r = world.client.get(
         f"/api/teams/{world.ids['ta']}/rotation", params={"week": "2026-48"}, headers=world.headers("admin")

@@ -15,7 +15,9 @@ dashboard's page, not in the schema), and ``positive_data_acceptance`` (a schema
 must succeed).  What the schema cannot say is checked by the app: the ids must exist, the time
 zone must be an IANA one, the key must be hex, the frames must be records of docs/protocol.md;
 those are 404/409/422 answers with a sentence, not findings.  The world is
-tests/test_api_resources.py's (SQLite).  What the runs found: tests/test_api_fuzz_findings.py.
+tests/test_api_resources.py's, on SQLite and, when
+POSTURE_TEST_POSTGRES_URL is set, on PostgreSQL (tests/databases.py; there as the admin only,
+without schemathesis' coverage phase).  What the runs found: tests/test_api_fuzz_findings.py.
 
 ``POSTURE_SCHEMATHESIS_EXAMPLES`` raises the number of requests per operation and caller for a
 longer run (docs/security.md "Fuzzing")."""
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import pytest
 import schemathesis
+from databases import BACKENDS, database_url
 from db_rows import database_rows
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import allow_header_conformance, positive_data_acceptance, unsupported_method
@@ -47,13 +50,14 @@ LOGOUT = ("/api/auth/logout", "/api/auth/rotate", "/api/auth/sessions")
 DASHBOARD_PAGES = ("/login",)
 
 
-@pytest.fixture(scope="module")
-def api_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def api_world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("schemathesis")
-    world = build_world(f"sqlite:///{tmp / 'posture.db'}", tmp)
-    yield world
-    world.client.close()
-    world.engine.dispose()
+    with database_url(request.param, tmp) as url:
+        world = build_world(url, tmp)
+        yield world
+        world.client.close()
+        world.engine.dispose()
 
 
 # The schema is read at collection, from an app on an empty in-memory store (the schema does not
@@ -120,6 +124,7 @@ def call_and_check(case: schemathesis.Case, world: World, caller: str) -> None:
 
 @schema.parametrize()
 @FUZZ
+@pytest.mark.parametrize("api_world", ["sqlite"], indirect=True)
 def test_as_admin_no_server_error_every_answer_documented_and_refusals_change_nothing(
     case: schemathesis.Case, api_world: World
 ) -> None:
@@ -128,7 +133,26 @@ def test_as_admin_no_server_error_every_answer_documented_and_refusals_change_no
 
 @schema.parametrize()
 @FUZZ
+@pytest.mark.parametrize("api_world", ["sqlite"], indirect=True)
 def test_as_worker_no_server_error_every_answer_documented_and_refusals_change_nothing(
     case: schemathesis.Case, api_world: World
 ) -> None:
     call_and_check(case, api_world, "worker_self")
+
+
+# On PostgreSQL (when POSTURE_TEST_POSTGRES_URL is set): as the admin, who reaches every
+# operation's database work, with as many generated requests but without schemathesis' coverage
+# phase (its boundary and invalid values of every parameter: minutes more than CI can spare there,
+# each request being checked by reading every table before and after; the values it found are
+# tests/test_api_fuzz_findings.py's regression tests, which run on PostgreSQL too).
+schema_on_postgres = schemathesis.openapi.from_asgi("/openapi.json", _schema_app)
+schema_on_postgres.config.phases.coverage.enabled = False
+
+
+@schema_on_postgres.parametrize()
+@FUZZ
+@pytest.mark.parametrize("api_world", ["postgres"], indirect=True)
+def test_on_postgresql_as_admin_no_server_error_every_answer_documented_and_refusals_change_nothing(
+    case: schemathesis.Case, api_world: World
+) -> None:
+    call_and_check(case, api_world, "admin")

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import test_store
+from databases import BACKENDS, database_url
 from fastapi.testclient import TestClient
 from test_api_resources import DAY, JAN1, PASSWORD, World, build_world, form_login
 from test_worker_pages import minutes_at, upload
@@ -34,6 +35,17 @@ def world(db_url: str, tmp_path: Path) -> Iterator[World]:
     yield w
     w.client.close()
     w.engine.dispose()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def week_world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """One world per database for the tests of `rotation_week`, which only read it."""
+    tmp = tmp_path_factory.mktemp("rotation-week")
+    with database_url(request.param, tmp) as url:
+        w = build_world(url, tmp)
+        yield w
+        w.client.close()
+        w.engine.dispose()
 
 
 def signed_in(world: World, who: str) -> TestClient:
@@ -112,8 +124,8 @@ def api(world: World, who: str, path: str, **params: Any) -> Any:
     return r.json()
 
 
-@pytest.fixture
-def rotation_week(world: World) -> dict[str, int]:
+@pytest.fixture(scope="module")
+def rotation_week(week_world: World) -> dict[str, int]:
     """Team A's tasks and policy (at most 60 min in one task and in high-load tasks, a rotation
     must change the posture by 5°), and Ana's week 2026-W03:
     Monday: packing 90 min at 25° (30 min overdue), sorting 30 min at 50°, desk 60 min at 51°
@@ -122,6 +134,7 @@ def rotation_week(world: World) -> dict[str, int]:
       then packing 40 min at 40°: compliant);
     Thursday: minutes but no task segment (not assessed)."""
     pytest.importorskip("companion.rotation", reason="companion.rotation is developed separately")
+    world = week_world
     ta, wa, h = world.ids["ta"], world.ids["wa"], world.headers("erg_own")
     tasks = {}
     for name, load in (("desk", "low"), ("packing", "medium"), ("sorting", "high")):
@@ -154,8 +167,9 @@ def rotation_week(world: World) -> dict[str, int]:
 
 
 def test_the_team_page_shows_the_weeks_rotation_compliance_as_the_api_counts_it(
-    world: World, rotation_week: dict[str, int]
+    week_world: World, rotation_week: dict[str, int]
 ):
+    world = week_world
     ta, wa = world.ids["ta"], world.ids["wa"]
     week = api(world, "erg_own", f"/api/teams/{ta}/rotation", week="2026-W03")
     page = signed_in(world, "erg_own").get(
@@ -199,8 +213,9 @@ def test_the_team_page_shows_the_weeks_rotation_compliance_as_the_api_counts_it(
 
 
 def test_the_team_page_trends_exposure_and_compliance_week_by_week_as_the_api_counts_them(
-    world: World, rotation_week: dict[str, int]
+    week_world: World, rotation_week: dict[str, int]
 ):
+    world = week_world
     ta = world.ids["ta"]
     page = signed_in(world, "erg_own").get(f"/teams/{ta}", params={"date_to": "2026-01-18"})
     assert page.status_code == 200, page.text
@@ -234,8 +249,9 @@ def test_the_team_page_trends_exposure_and_compliance_week_by_week_as_the_api_co
 
 
 def test_the_worker_day_page_shows_the_days_task_segments_and_compliance_verdict_with_reasons(
-    world: World, rotation_week: dict[str, int]
+    week_world: World, rotation_week: dict[str, int]
 ):
+    world = week_world
     wa = world.ids["wa"]
     day = api(world, "erg_own", f"/api/workers/{wa}/rotation/{MON_W03}")
     page = signed_in(world, "erg_own").get(f"/workers/{wa}/days/{MON_W03}")
@@ -293,8 +309,9 @@ def test_the_worker_day_page_shows_the_days_task_segments_and_compliance_verdict
 
 
 def test_the_worker_day_page_shows_segments_from_the_device_button_and_the_compliant_verdict(
-    world: World, rotation_week: dict[str, int]
+    week_world: World, rotation_week: dict[str, int]
 ):
+    world = week_world
     wa = world.ids["wa"]
     client = signed_in(world, "worker_self")  # Ana herself
     wednesday = client.get(f"/workers/{wa}/days/{MON_W03 + dt.timedelta(days=2)}")
@@ -325,8 +342,9 @@ def test_without_recorded_segments_the_worker_day_page_offers_to_infer_them_from
 
 
 def test_the_team_page_is_denied_to_an_ergonomist_of_another_team_and_to_workers(
-    world: World, rotation_week: dict[str, int]
+    week_world: World, rotation_week: dict[str, int]
 ):
+    world = week_world
     ta, wa = world.ids["ta"], world.ids["wa"]
     for who in ("erg_other", "worker_self", "worker_other"):
         client = signed_in(world, who)

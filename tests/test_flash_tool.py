@@ -376,23 +376,23 @@ def test_posture_flash_runs_the_same_tool(tmp_path: Path) -> None:
 
 
 def test_a_provisioned_key_syncs_and_an_unprovisioned_device_is_refused(
-    board: VirtualBoard, tmp_path: Path
+    board: VirtualBoard, tmp_path: Path, db_url: str
 ) -> None:
     """The key tools/flash.py writes to the board and registers with the companion is the key
-    `posture sync` authenticates with; a device the companion never registered is refused."""
+    `posture sync` authenticates with; a device the companion never registered is refused.
+    On SQLite, and on PostgreSQL when POSTURE_TEST_POSTGRES_URL is set (--db takes a URL)."""
     from companion.store import open_store
     from companion.sync.agent import UnknownDevice
     from companion.sync.emulated import sync_into_store
     from emulator.scenarios import generate
     from emulator.workday import Wearer, run_day
 
-    db = tmp_path / "companion.db"
     keys = str(tmp_path / "keys.json")
-    prov = run_tool("provision", "--port", board.port, "--device-id", "W077", "--keys", keys, "--db", str(db))
+    prov = run_tool("provision", "--port", board.port, "--device-id", "W077", "--keys", keys, "--db", db_url)
     assert prov.returncode == 0, prov.stderr
     key = (board.flash_dir / "key.bin").read_bytes()
     device_id = json.loads((board.flash_dir / "config.json").read_text())["device_id"]
-    engine = open_store(f"sqlite:///{db}")
+    engine = open_store(db_url)
     recording = generate("office-hour", seed=5, hours=0.25)
     day = run_day(Wearer(device_id, key, recording, 1_767_600_000, charge_s=60), tmp_path / "w077", sync_into_store(engine, device_id))
     assert day.host.records > 5 and day.host.duplicates == 0
@@ -405,3 +405,4 @@ def test_a_provisioned_key_syncs_and_an_unprovisioned_device_is_refused(
     new_key = (board.flash_dir / "key.bin").read_bytes()
     with pytest.raises(UnknownDevice, match="no key for device W078"):
         run_day(Wearer("W078", new_key, recording, 1_767_600_000, charge_s=20), tmp_path / "w078", sync_into_store(engine, "W078"))
+    engine.dispose()

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
+from databases import BACKENDS, database_url
 from db_rows import database_rows
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -441,13 +442,15 @@ DEVICE = "W017"  # the world's device of worker wa, key KEY, seqs 1..60 stored
 STORED = minutes_batch(1, JAN1 + 8 * 3600, 60)  # what the world stored: replays of it are duplicates
 
 
-@pytest.fixture(scope="module")
-def ingest_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def ingest_world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    # One world per database (SQLite; PostgreSQL when POSTURE_TEST_POSTGRES_URL is set).
     tmp: Path = tmp_path_factory.mktemp("fuzz-ingest")
-    world = build_world(f"sqlite:///{tmp / 'posture.db'}", tmp)
-    yield world
-    world.client.close()
-    world.engine.dispose()
+    with database_url(request.param, tmp) as url:
+        world = build_world(url, tmp)
+        yield world
+        world.client.close()
+        world.engine.dispose()
 
 
 @st.composite

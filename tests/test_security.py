@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+from databases import BACKENDS, database_url
 from fastapi.testclient import TestClient
 from test_api_resources import PASSWORD, World, b64, build_world, form_login, page_form_token
 from test_ingest import JAN1, KEY, minutes_batch
@@ -26,40 +27,21 @@ from companion import auth
 from companion.api.app import create_app
 from companion.ingest import batch_mac
 from companion.settings import Settings
-from companion.store import LoginFailure, make_engine, session_scope
+from companion.store import LoginFailure, session_scope
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-POSTGRES_URL_ENV = "POSTURE_TEST_POSTGRES_URL"
-
-
-def empty_database(url: str) -> None:
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        existing = sa.MetaData()
-        existing.reflect(conn)
-        existing.drop_all(conn)
-    engine.dispose()
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=BACKENDS)
 def shared_world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     # One world per database for the module (building one takes about a second); the `world`
     # fixture gives each test a clean slate of what these tests change.
     tmp = tmp_path_factory.mktemp("security")
-    url = f"sqlite:///{tmp / 'posture.db'}"
-    if request.param == "postgres":
-        url = os.environ.get(POSTGRES_URL_ENV, "")
-        if not url:
-            pytest.skip(f"{POSTGRES_URL_ENV} is not set")
-        empty_database(url)
-    w = build_world(url, tmp)
-    yield w
-    w.client.close()
-    w.engine.dispose()
-    if request.param == "postgres":
-        empty_database(url)
+    with database_url(request.param, tmp) as url:
+        w = build_world(url, tmp)
+        yield w
+        w.client.close()
+        w.engine.dispose()
 
 
 @pytest.fixture
@@ -189,8 +171,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_the_login_limit_holds_under_posture_serve_with_several_worker_processes(tmp_path: Path):
-    db, port = tmp_path / "served.db", _free_port()
+def test_the_login_limit_holds_under_posture_serve_with_several_worker_processes(db_url: str):
+    db, port = db_url, _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "host"), str(REPO / "shared")])}
     proc = subprocess.Popen(
         [
@@ -416,21 +398,23 @@ def test_cross_origin_calls_are_allowed_only_from_the_allow_list(world: World, t
     app.state.store.dispose()
 
 
-def test_the_first_start_makes_an_admin_with_a_random_password_shown_once(tmp_path: Path):
+def test_the_first_start_makes_an_admin_with_a_random_password_shown_once(backend: str, tmp_path: Path):
     from companion.cli import ensure_admin
     from companion.store import open_store, session_factory
 
     passwords = []
-    for name in ("one.db", "two.db"):
-        engine = open_store(f"sqlite:///{tmp_path / name}")
-        created = ensure_admin(engine)
-        assert created is not None and created[0] == "admin@localhost" and len(created[1]) >= 16
-        assert ensure_admin(engine) is None  # the next start: there is an admin, nothing printed
-        with session_factory(engine)() as session:
-            stored = session.scalar(sa.select(auth.User.password_hash))
-            assert stored is not None and stored.startswith("scrypt$") and created[1] not in stored
-        passwords.append(created[1])
-        engine.dispose()
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        with database_url(backend, tmp_path / name) as url:
+            engine = open_store(url)
+            created = ensure_admin(engine)
+            assert created is not None and created[0] == "admin@localhost" and len(created[1]) >= 16
+            assert ensure_admin(engine) is None  # the next start: there is an admin, nothing printed
+            with session_factory(engine)() as session:
+                stored = session.scalar(sa.select(auth.User.password_hash))
+                assert stored is not None and stored.startswith("scrypt$") and created[1] not in stored
+            passwords.append(created[1])
+            engine.dispose()
     assert passwords[0] != passwords[1]  # no default password
 
 
@@ -528,12 +512,12 @@ def test_sign_out_without_a_live_session_just_goes_to_the_sign_in_page(world: Wo
 
 
 def test_agent_tokens_and_sessions_are_managed_from_the_command_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db_url: str, capsys: pytest.CaptureFixture[str]
 ):
     from companion.cli import main
     from companion.store import open_store
 
-    db = str(tmp_path / "cli.db")
+    db = db_url  # --db takes a database URL as well as a SQLite file
 
     def run(*argv: str) -> tuple[int, str]:
         code = main(list(argv))
@@ -544,7 +528,7 @@ def test_agent_tokens_and_sessions_are_managed_from_the_command_line(
     assert code == 0 and out.startswith("agent token 1 for door laptop: ")
     code, out = run("agents", "--db", db, "rotate", "1")
     second = out.split(": ")[1].split()[0]
-    engine = open_store(f"sqlite:///{db}")
+    engine = open_store(db)
     with session_scope(engine) as session:
         assert auth.agent_for_token(session, first) is None  # the old one fails at once
         assert auth.agent_for_token(session, second) is not None

@@ -85,10 +85,11 @@ def test_a_double_press_is_a_task_switch_and_a_single_press_snoozes(tmp_path: Pa
     assert protocol.BUTTON_ACTIONS[switch["action"]] == "task_switch"
 
 
-def test_a_very_long_press_syncs_away_from_the_charger(tmp_path: Path) -> None:
+def test_a_very_long_press_syncs_away_from_the_charger(tmp_path: Path, db_url: str) -> None:
+    # The companion on SQLite, and on PostgreSQL when POSTURE_TEST_POSTGRES_URL is set.
     recording = generate("office-hour", seed=3, hours=0.25)
     key = secrets.token_bytes(32)
-    engine = open_store(f"sqlite:///{tmp_path / 'companion.db'}")
+    engine = open_store(db_url)
     with session_scope(engine) as session:
         team = Team(organisation=Organisation(name="org"), name="team")
         session.add(Device(device_id="W001", key=key, worker=Worker(team=team, name="Ada")))
@@ -102,6 +103,7 @@ def test_a_very_long_press_syncs_away_from_the_charger(tmp_path: Path) -> None:
     assert 0 < radio_on_battery_s(day.run.board) < 60
     assert day.host.sessions[0].seqs == list(range(1, day.host.acked_seq + 1))
     assert max(r.seq for r in day.run.records) > day.host.acked_seq  # the rest of the day
+    engine.dispose()
 
 
 WINDOW_RULES = """
