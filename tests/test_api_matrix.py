@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 from databases import BACKENDS, database_url
 from fastapi.routing import APIRoute
-from test_api_resources import DAY, PASSWORD, World, build_world, page_form_token
+from test_api_resources import DAY, PASSWORD, World, build_world, page_form_token, upload_body
 from test_ingest import JAN1
 
 from companion import auth
@@ -282,7 +282,7 @@ MATRIX: list[Row] = [
         "POST",
         "/api/ingest",
         expect(403, 403, 403, 403, 403, 401, 200),
-        body=lambda w: {"device_id": "W017", "frames_b64": "", "batch_mac_b64": None},
+        body=lambda w: upload_body("W017", b""),
     ),
 ]
 

@@ -9,6 +9,7 @@ import base64
 import csv
 import datetime as dt
 import io
+import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -98,11 +99,7 @@ def build_world(url: str, tmp: Path) -> World:
     # A working hour of Ana's at 25° (flexion above 20° all along), through the real ingest.
     upload = w.client.post(
         "/api/ingest",
-        json={
-            "device_id": "W017",
-            "frames_b64": b64(minutes_batch(1, JAN1 + 8 * 3600, 60)),
-            "batch_mac_b64": None,
-        },
+        json=upload_body("W017", minutes_batch(1, JAN1 + 8 * 3600, 60)),
         headers=w.headers("agent"),
     )
     assert upload.status_code == 200, upload.text
@@ -111,6 +108,16 @@ def build_world(url: str, tmp: Path) -> World:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def upload_body(device_id: str, data: bytes, key: bytes = KEY) -> dict[str, str]:
+    """POST /api/ingest's body for framed records, signed with the device's key as the sync
+    agent signs them (the companion refuses unsigned batches by default)."""
+    return {
+        "device_id": device_id,
+        "frames_b64": b64(data),
+        "batch_mac_b64": b64(batch_mac(key, device_id, data)),
+    }
 
 
 def reads_only(test: Callable[..., None]) -> Callable[..., None]:
@@ -310,7 +317,7 @@ def test_an_ergonomist_sees_last_sync_and_battery_of_their_teams_devices(world: 
     battery = protocol.encode_payload(
         protocol.BATTERY, {"time_s": JAN1 + 9 * 3600, "battery_mv": 3900, "percent": 77, "charging": 0}
     )
-    body = {"device_id": "W017", "frames_b64": b64(frames([(61, protocol.BATTERY, battery)]))}
+    body = upload_body("W017", frames([(61, protocol.BATTERY, battery)]))
     assert world.client.post("/api/ingest", json=body, headers=world.headers("agent")).status_code == 200
     devices = world.client.get("/api/devices", headers=world.headers("erg_own")).json()
     assert [d["device_id"] for d in devices] == ["W017"]
@@ -326,7 +333,7 @@ def test_a_revoked_device_cannot_upload_until_it_gets_a_new_key(world: World):
     h = world.headers("admin")
     assert world.client.post("/api/devices/W017/revoke", headers=h).json()["revoked"] is True
     data = minutes_batch(61, JAN1 + 10 * 3600, 1)
-    body = {"device_id": "W017", "frames_b64": b64(data), "batch_mac_b64": None}
+    body = upload_body("W017", data)
     r = world.client.post("/api/ingest", json=body, headers=world.headers("agent"))
     assert r.status_code == 403 and "revoked" in r.json()["detail"]
     new_key = bytes(range(100, 132))
@@ -360,7 +367,7 @@ def test_late_data_updates_the_day_it_belongs_to(world: World):
     url = f"/api/workers/{world.ids['wa']}/days/{DAY}"
     before = world.client.get(url, headers=world.headers("admin")).json()["metrics"]["minutes"]
     late = minutes_batch(61, JAN1 + 14 * 3600, 30, angle_deg=5)
-    body = {"device_id": "W017", "frames_b64": b64(late)}
+    body = upload_body("W017", late)
     assert world.client.post("/api/ingest", json=body, headers=world.headers("agent")).json()["stored"] == 30
     after = world.client.get(url, headers=world.headers("admin")).json()["metrics"]
     assert (before, after["minutes"], after["flexion"]["time_above_s"]["20"]) == (60, 90, 3600)
@@ -422,9 +429,7 @@ def test_the_timeline_has_a_minute_each_with_flexion_and_alerts(world: World):
         },
     )
     data = frames([(61, protocol.ALERT, alert)])
-    world.client.post(
-        "/api/ingest", json={"device_id": "W017", "frames_b64": b64(data)}, headers=world.headers("agent")
-    )
+    world.client.post("/api/ingest", json=upload_body("W017", data), headers=world.headers("agent"))
     r = world.client.get(
         f"/api/workers/{world.ids['wa']}/days/{DAY}/timeline", headers=world.headers("worker_self")
     )
@@ -583,7 +588,7 @@ def test_an_oversized_body_without_a_length_is_refused_while_it_streams(world: W
         (b'{"device_id": "W017"}', 422, "frames_b64"),
         (b'{"device_id": "W017", "frames_b64": "***"}', 422, "base64"),
         (b'{"device_id": "NOPE", "frames_b64": ""}', 404, "not registered"),
-        (b'{"device_id": "W017", "frames_b64": "AAAA"}', 422, "does not decode"),
+        (json.dumps(upload_body("W017", b"\x00\x00\x00")).encode(), 422, "does not decode"),
         (b'{"device_id": "W017", "frames_b64": "", "batch_mac_b64": "AAAA"}', 403, "HMAC"),
     ],
 )
@@ -611,15 +616,13 @@ def test_an_upload_over_the_size_limit_is_413_and_stores_nothing(world: World):
 @reads_only
 def test_a_conflicting_replay_is_409(world: World):
     altered = frames([(1, protocol.MINUTE, minute_payload(JAN1 + 8 * 3600, 70.0))])
-    r = world.client.post(
-        "/api/ingest", json={"device_id": "W017", "frames_b64": b64(altered)}, headers=world.headers("agent")
-    )
+    r = world.client.post("/api/ingest", json=upload_body("W017", altered), headers=world.headers("agent"))
     assert r.status_code == 409
 
 
 @reads_only
 def test_replaying_an_upload_reports_duplicates(world: World):
-    body = {"device_id": "W017", "frames_b64": b64(minutes_batch(1, JAN1 + 8 * 3600, 60))}
+    body = upload_body("W017", minutes_batch(1, JAN1 + 8 * 3600, 60))
     r = world.client.post("/api/ingest", json=body, headers=world.headers("agent")).json()
     assert r == {"stored": 0, "duplicates": 60, "contiguous_seq": 60}
 

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 import test_store
 from fastapi.testclient import TestClient
-from test_api_resources import PASSWORD, World, b64, build_world, form_login, page_form_token
+from test_api_resources import PASSWORD, World, build_world, form_login, page_form_token, upload_body
 from test_ingest import JAN1, frames, minute_payload
 
 import protocol
@@ -78,7 +78,7 @@ def alert(start_s: int) -> tuple[int, bytes]:
 
 def upload(world: World, device_id: str, records: list[tuple[int, bytes]]) -> None:
     data = frames([(next(_seq), rtype, payload) for rtype, payload in records])
-    body = {"device_id": device_id, "frames_b64": b64(data), "batch_mac_b64": None}
+    body = upload_body(device_id, data)
     r = world.client.post("/api/ingest", json=body, headers=world.headers("agent"))
     assert r.status_code == 200, r.text
 
@@ -154,7 +154,7 @@ def test_the_erased_workers_device_is_unassigned_revoked_and_refuses_their_next_
     assert device["worker_id"] is None and device["revoked"] is True and device["has_key"] is False
     assert device["settings_pending"] is False
     data = frames([(next(_seq), *minute(JAN1 + 11 * 3600))])
-    body = {"device_id": "W017", "frames_b64": b64(data), "batch_mac_b64": None}
+    body = upload_body("W017", data)
     refused = world.client.post("/api/ingest", json=body, headers=world.headers("agent"))
     assert refused.status_code == 403 and "revoked" in refused.json()["detail"]
     # The organisation gives the device a new key and a new wearer.

@@ -505,7 +505,8 @@ def test_a_mutated_batch_is_refused_with_a_reason_and_changes_nothing_or_is_stor
         headers=world.headers("agent"),
     )
     event(f"answered {answer.status_code}")  # pytest --hypothesis-show-statistics shows the mix
-    signed = mac is None or mac == ingest.batch_mac(KEY, DEVICE, frames)
+    # Unsigned batches are refused too (POSTURE_REQUIRE_BATCH_HMAC defaults to true).
+    signed = mac == ingest.batch_mac(KEY, DEVICE, frames)
     records = unless_refused(p.decode_records, frames)
     if not signed:
         assert answer.status_code == 403, answer.text

@@ -63,7 +63,16 @@ def counts(engine: Engine) -> tuple[int, int, int]:
         )
 
 
-def ingest(engine: Engine, data: bytes, device_id: str = "W017", mac: bytes | None = None, **kw):
+SIGNED = b"sign with the device's key"
+
+
+def ingest(engine: Engine, data: bytes, device_id: str = "W017", mac: bytes | None = SIGNED, **kw):
+    """ingest_batch in a session of its own; the batch signed with the device's registered key
+    (as the sync agent does) unless `mac` says otherwise."""
+    if mac is SIGNED:
+        with session_factory(engine)() as session:
+            key = session.scalar(sa.select(Device.key).where(Device.device_id == device_id))
+        mac = batch_mac(bytes(key), device_id, data) if key is not None else None
     with session_factory(engine)() as session:
         return ingest_batch(session, device_id, data, mac, **kw)
 
@@ -171,11 +180,16 @@ def test_a_batch_with_a_wrong_hmac_is_rejected(engine: Engine):
     assert ingest(engine, data, mac=batch_mac(KEY, "W017", data)).new == 3
 
 
-def test_an_unsigned_batch_is_rejected_when_hmacs_are_required(engine: Engine):
+def test_an_unsigned_batch_is_rejected_by_default(engine: Engine):
     add_worker_and_device(engine, key=KEY)
     with pytest.raises(BatchAuthError, match="no HMAC"):
-        ingest(engine, minutes_batch(0, JAN1, 3), require_hmac=True)
+        ingest(engine, minutes_batch(0, JAN1, 3), mac=None)
     assert counts(engine) == (0, 0, 0)
+
+
+def test_an_unsigned_batch_is_stored_only_where_hmacs_were_turned_off(engine: Engine):
+    add_worker_and_device(engine, key=KEY)
+    assert ingest(engine, minutes_batch(0, JAN1, 3), mac=None, require_hmac=False).new == 3
 
 
 def test_batch_mac_is_hmac_sha256_over_context_id_and_frames():
@@ -213,9 +227,8 @@ def test_a_device_the_session_holds_sees_what_the_batch_changed(engine: Engine):
     with session_factory(engine)() as session, session.begin():
         device = session.scalars(sa.select(Device)).one()
         assert device.contiguous_seq is None
-        ingest_batch(
-            session, "W017", minutes_batch(0, JAN1, 5) + frames([(5, protocol.BATTERY, battery)]), None
-        )
+        data = minutes_batch(0, JAN1, 5) + frames([(5, protocol.BATTERY, battery)])
+        ingest_batch(session, "W017", data, batch_mac(b"k" * 32, "W017", data))
         assert (device.contiguous_seq, device.battery_mv, device.battery_percent) == (5, 3800, 64)
         assert device.last_sync is not None and device not in session.dirty
 
@@ -226,7 +239,8 @@ def test_a_days_row_the_session_holds_reads_dirty_after_a_deferred_batch(engine:
     with session_factory(engine)() as session, session.begin():
         row = session.scalars(sa.select(DailyExposure)).one()
         assert not row.dirty
-        ingest_batch(session, "W017", minutes_batch(10, JAN1 + 600, 10), None, recompute=False)
+        data = minutes_batch(10, JAN1 + 600, 10)
+        ingest_batch(session, "W017", data, batch_mac(b"k" * 32, "W017", data), recompute=False)
         assert row.dirty
 
 
@@ -300,14 +314,21 @@ def test_minutes_stored_while_their_day_is_recomputed_leave_it_dirty_not_stale(e
     day = dt.date(2026, 1, 1)
     uploaded = threading.Event()
     upload = threading.Thread(
-        target=lambda: (ingest(engine, minutes_batch(10, JAN1 + 9 * 3600, 5), recompute=False), uploaded.set())
+        target=lambda: (
+            ingest(engine, minutes_batch(10, JAN1 + 9 * 3600, 5), recompute=False),
+            uploaded.set(),
+        )
     )
 
     with session_factory(engine)() as recomputing:
         recomputing_connection = recomputing.connection()
 
         def upload_after_the_minutes_are_read(conn, _cursor, statement, *_args) -> None:
-            if conn is recomputing_connection and "FROM minute_summaries" in statement and not upload.is_alive():
+            if (
+                conn is recomputing_connection
+                and "FROM minute_summaries" in statement
+                and not upload.is_alive()
+            ):
                 upload.start()
                 # The upload waits for the recompute's lock rather than slipping in under it.
                 uploaded.wait(0.5)

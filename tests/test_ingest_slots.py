@@ -34,7 +34,7 @@ def test_concurrent_uploads_hold_one_thread_at_a_time_on_sqlite(
     running, most = 0, 0
     lock = threading.Lock()
 
-    def slow_store(*_args: object) -> IngestOut:  # the upload's transaction, in a pool thread
+    def slow_store(*_args: object) -> tuple[IngestOut, list]:  # the upload's transaction, in a pool thread
         nonlocal running, most
         with lock:
             running += 1
@@ -42,7 +42,7 @@ def test_concurrent_uploads_hold_one_thread_at_a_time_on_sqlite(
         time.sleep(0.05)
         with lock:
             running -= 1
-        return IngestOut(stored=1, duplicates=0, contiguous_seq=1)
+        return IngestOut(stored=1, duplicates=0, contiguous_seq=1), []  # no worker-days touched
 
     monkeypatch.setattr(ingest_route, "_store", slow_store)
     body = {"device_id": "W017", "frames_b64": base64.b64encode(minutes_batch(1, JAN1, 1)).decode()}
@@ -71,9 +71,9 @@ def test_an_upload_that_waits_too_long_for_a_slot_gets_a_503_with_retry_after(
         session.add(Device(device_id="W017", key=None, worker=Worker(team=team, name="Ana")))
         token = auth.issue_agent_token(session, "agent")
 
-    def slow_store(*_args: object) -> IngestOut:
+    def slow_store(*_args: object) -> tuple[IngestOut, list]:
         time.sleep(0.5)
-        return IngestOut(stored=1, duplicates=0, contiguous_seq=1)
+        return IngestOut(stored=1, duplicates=0, contiguous_seq=1), []  # no worker-days touched
 
     monkeypatch.setattr(ingest_route, "_store", slow_store)
     monkeypatch.setattr(ingest_route, "SLOT_WAIT_S", 0.1)

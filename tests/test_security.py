@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 from databases import BACKENDS, database_url
 from fastapi.testclient import TestClient
-from test_api_resources import PASSWORD, World, b64, build_world, form_login, page_form_token
+from test_api_resources import PASSWORD, World, b64, build_world, form_login, page_form_token, upload_body
 from test_ingest import JAN1, KEY, minutes_batch
 
 from companion import auth
@@ -281,11 +281,7 @@ def test_a_password_change_ends_every_session(world: World):
 
 
 def upload(world: World, token: str, first_seq: int) -> httpx.Response:
-    body = {
-        "device_id": "W017",
-        "frames_b64": b64(minutes_batch(first_seq, JAN1 + 12 * 3600, 2)),
-        "batch_mac_b64": None,
-    }
+    body = upload_body("W017", minutes_batch(first_seq, JAN1 + 12 * 3600, 2))
     return world.client.post("/api/ingest", json=body, headers=bearer(token))
 
 
@@ -320,6 +316,14 @@ def test_a_revoked_agent_token_is_refused_and_cannot_be_rotated_back(world: Worl
 
 
 # ---- device keys: rotation and revocation --------------------------------------------------------------
+
+
+def test_an_agent_token_cannot_upload_unsigned_records_by_default(world: World):
+    """A relaying PC with an agent token but not the device's key cannot slip in records for
+    any registered device: without POSTURE_REQUIRE_BATCH_HMAC=false, a batch needs its MAC."""
+    unsigned = {"device_id": "W018", "frames_b64": b64(minutes_batch(900, JAN1 + 15 * 3600, 2))}
+    r = world.client.post("/api/ingest", json=unsigned, headers=world.headers("agent"))
+    assert r.status_code == 403 and "no HMAC" in r.json()["detail"]
 
 
 def test_a_device_key_rotation_refuses_batches_signed_with_the_old_key(world: World):

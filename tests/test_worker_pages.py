@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 import test_store
 from fastapi.testclient import TestClient
-from test_api_resources import JAN1, PASSWORD, World, b64, build_world, form_login
+from test_api_resources import JAN1, PASSWORD, World, build_world, form_login, upload_body
 from test_ingest import frames, minute_payload
 
 import protocol
@@ -55,7 +55,7 @@ def upload(world: World, device_id: str, records: list[tuple[int, bytes]]) -> No
     data = frames([(next(_seq), rtype, payload) for rtype, payload in records])
     r = world.client.post(
         "/api/ingest",
-        json={"device_id": device_id, "frames_b64": b64(data)},
+        json=upload_body(device_id, data),
         headers=world.headers("agent"),
     )
     assert r.status_code == 200, r.text

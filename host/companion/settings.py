@@ -5,7 +5,7 @@ in the working directory)::
 
     POSTURE_DATABASE_URL=postgresql+psycopg://posture:secret@db/posture   # default: SQLite file
     POSTURE_DATA_DIR=/var/lib/posture                                     # where the SQLite file lives
-    POSTURE_REQUIRE_BATCH_HMAC=true                                       # refuse unsigned batches
+    POSTURE_REQUIRE_BATCH_HMAC=false                                      # accept unsigned batches (default: refuse)
     POSTURE_COOKIE_SECURE=true                                            # session cookie only over https
     POSTURE_CORS_ORIGINS='["https://intranet.example"]'                   # default: no cross-origin calls
 """
@@ -36,8 +36,9 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the store; None means a SQLite file `posture.db` in data_dir.",
     )
     require_batch_hmac: bool = Field(
-        default=False,
-        description="Refuse record batches that carry no HMAC (see companion.ingest.batch_mac).",
+        default=True,
+        description="Refuse record batches that carry no HMAC (see companion.ingest.batch_mac). "
+        "Only a test bench should turn this off: an unsigned batch can claim any registered device.",
     )
     default_timezone: str = Field(
         default="UTC", description="IANA time zone of new workers: it decides where their days begin."
