@@ -212,7 +212,9 @@ def cmd_users_list(args: argparse.Namespace) -> int:
     table = Table("id", "email", "role", "worker", "teams", "active")
     with session_factory(_store(args))() as session:
         for user in session.scalars(select(User).order_by(User.id)):
-            teams = session.scalars(select(TeamMember.team_id).where(TeamMember.user_id == user.id)).all()
+            teams = session.scalars(
+                select(TeamMember.team_id).where(TeamMember.user_id == user.id).order_by(TeamMember.team_id)
+            ).all()
             table.add_row(
                 str(user.id),
                 user.email,

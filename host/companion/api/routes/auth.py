@@ -32,7 +32,9 @@ TOO_MANY_LOGINS: dict[int | str, dict[str, Any]] = {
 
 
 def user_out(session: Session, user: User) -> UserOut:
-    teams = session.scalars(select(TeamMember.team_id).where(TeamMember.user_id == user.id)).all()
+    teams = session.scalars(
+        select(TeamMember.team_id).where(TeamMember.user_id == user.id).order_by(TeamMember.team_id)
+    ).all()
     return UserOut(
         id=user.id,
         email=user.email,
