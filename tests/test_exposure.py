@@ -284,3 +284,20 @@ def test_time_above_20_matches_the_office_hour_truth_within_1_percent():
     day = exposure.daily_exposure(minutes, BoutArrays.empty(), AlertArrays.empty(), 1)[0]
     assert true_above_20_s > 300  # the scenario has real slouching in it
     assert day["flexion"]["time_above_s"]["20"] == pytest.approx(true_above_20_s, rel=0.01)
+
+
+@pytest.mark.parametrize("tz_name", ["UTC", "Europe/Berlin", "America/Sao_Paulo", "Pacific/Chatham"])
+def test_the_days_a_batch_touches_are_the_local_dates_of_its_times(tz_name: str):
+    """exposure.local_days (which worker-days an upload makes stale) agrees with each time's
+    local date: within one day, across midnight, over DST changes, with times far apart."""
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(tz_name)
+    rng = np.random.default_rng(11)
+    march_29_2026 = 1_774_742_400  # Europe's DST change that night
+    starts = [1_767_225_600 + 9 * 3600, march_29_2026 - 3 * 3600, 1_792_000_000, 1_761_436_800]
+    for start in starts:
+        for span_s in (600, 4 * 3600, 30 * 3600, 40 * 86_400):
+            times = [int(t) for t in start + rng.integers(0, span_s, size=50)]
+            expected = sorted({exposure.local_day(t, tz) for t in times})
+            assert exposure.local_days(times, tz) == expected, (tz_name, start, span_s)

@@ -371,9 +371,17 @@ def local_days(times_s: Iterable[int], tz: ZoneInfo) -> list[dt.date]:
     """The worker-days (sorted) that unix times fall on, as load_worker_days assigns them: each
     day from its local midnight to the next.  Per batch of times, not per time: a few dates
     around the first and the last, and numpy puts every time in one of them."""
-    t_s = np.unique(np.fromiter(times_s, dtype=np.int64))
-    if not t_s.size:
+    times = times_s if isinstance(times_s, list) else list(times_s)
+    if not times:
         return []
+    # Most batches (a sync's few hours) lie within one day: its bounds settle it.
+    t_min, t_max = min(times), max(times)
+    day = local_day(t_min, tz)
+    if local_day(t_max, tz) == day:
+        lo, hi = day_bounds_s([day], tz)
+        if lo[0] <= t_min and t_max < hi[0]:
+            return [day]
+    t_s = np.unique(np.array(times, dtype=np.int64))
     first, last = local_day(int(t_s[0]), tz), local_day(int(t_s[-1]), tz)
     one = dt.timedelta(days=1)
     if (last - first).days < len(t_s):
