@@ -313,12 +313,12 @@ def test_minutes_stored_while_their_day_is_recomputed_leave_it_dirty_not_stale(e
     ingest(engine, minutes_batch(0, JAN1 + 8 * 3600, 10), recompute=False)
     day = dt.date(2026, 1, 1)
     uploaded = threading.Event()
-    upload = threading.Thread(
-        target=lambda: (
-            ingest(engine, minutes_batch(10, JAN1 + 9 * 3600, 5), recompute=False),
-            uploaded.set(),
-        )
-    )
+
+    def late_upload() -> None:
+        ingest(engine, minutes_batch(10, JAN1 + 9 * 3600, 5), recompute=False)
+        uploaded.set()
+
+    upload = threading.Thread(target=late_upload)
 
     with session_factory(engine)() as recomputing:
         recomputing_connection = recomputing.connection()

@@ -42,7 +42,7 @@ from companion.store import (
     session_factory,
     session_scope,
 )
-from companion.sync.agent import http_uploader
+from companion.sync.agent import UploadResult, http_uploader
 
 REPO = Path(__file__).resolve().parent.parent
 DEVICES = ("C001", "C002", "C003")
@@ -163,7 +163,7 @@ def test_concurrent_identical_and_overlapping_uploads_store_each_record_once(db_
         jan1 = dt.date(2026, 1, 1)
         workers = session.scalars(sa.select(Worker.id)).all()
         shown = worker_days(session, workers, jan1, jan1)
-        assert [row.metrics["worn_s"] for row in shown] == [MINUTES * 60] * len(DEVICES)
+        assert [(row.metrics or {}).get("worn_s") for row in shown] == [MINUTES * 60] * len(DEVICES)
         assert {d for d in session.scalars(sa.select(DailyExposure.day))} == {jan1}
     engine.dispose()
 
@@ -190,7 +190,11 @@ def test_the_sync_agent_sends_a_batch_again_after_a_503s_retry_after():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         upload = http_uploader(f"http://127.0.0.1:{server.server_address[1]}", "token")
-        result = asyncio.run(upload("C001", b"frames", b"mac"))
+
+        async def send() -> UploadResult:
+            return await upload("C001", b"frames", b"mac")
+
+        result = asyncio.run(send())
     finally:
         server.shutdown()
     assert (result.stored, result.duplicates) == (3, 1)
