@@ -10,6 +10,7 @@ import re
 from functools import lru_cache
 from types import ModuleType
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import Executable, bindparam, exists, select
@@ -27,6 +28,7 @@ from companion.api.deps import (
 )
 from companion.api.routes.exposure import day_bounds
 from companion.api.schemas import Day, Id, PolicyIn, PolicyOut, SegmentIn, SegmentOut, TaskIn, TaskOut
+from companion.exposure import day_bounds_s
 from companion.store.models import Event, MinuteSummary, RotationPolicy, Task, TaskSegment, Team, Worker
 
 router = APIRouter(tags=["rotation"])
@@ -403,10 +405,15 @@ def team_rotation_weeks(
     workers = list(session.scalars(select(Worker).where(Worker.team_id == team_id).order_by(Worker.id)))
     week_days = {monday: [monday + dt.timedelta(days=offset) for offset in range(7)] for monday in mondays}
     days = sorted({day for week in week_days.values() for day in week})
-    # Each worker's local-day bounds; the span of all of them bounds the three queries.
-    bounds = {w.id: {day: day_bounds(w, day) for day in days} for w in workers}
-    span_lo = min((b[0] for per_day in bounds.values() for b in per_day.values()), default=0)
-    span_hi = max((b[1] for per_day in bounds.values() for b in per_day.values()), default=0)
+    # Each worker's local-day bounds, computed once per time zone (a team mostly shares one: per
+    # worker-day it was a fifth of the page's time); the span of all of them bounds the queries.
+    by_zone: dict[str, dict[dt.date, tuple[int, int]]] = {}
+    for zone in {w.timezone or "UTC" for w in workers}:
+        lo_s, hi_s = day_bounds_s(days, ZoneInfo(zone))
+        by_zone[zone] = dict(zip(days, zip(lo_s.tolist(), hi_s.tolist(), strict=True), strict=True))
+    bounds = {w.id: by_zone[w.timezone or "UTC"] for w in workers}
+    span_lo = min((b[0] for per_day in by_zone.values() for b in per_day.values()), default=0)
+    span_hi = max((b[1] for per_day in by_zone.values() for b in per_day.values()), default=0)
     ids = [w.id for w in workers]
     minutes_of: dict[int, list[Any]] = {i: [] for i in ids}
     segments_of: dict[int, list[TaskSegment]] = {i: [] for i in ids}
