@@ -4,10 +4,13 @@ load (bench/load.py).  It is one query per worker-week now, with the same answer
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import numpy as np
 import sqlalchemy as sa
 import test_dashboard_pages
 import test_store
@@ -17,6 +20,7 @@ from test_ingest import JAN1, minutes_batch
 from test_store import add_worker_and_device
 from test_worker_pages import minutes_at, upload
 
+from companion import exposure
 from companion.api.routes.rotation import worked_days
 from companion.ingest import ingest_batch
 from companion.store import Device, Team, Worker, open_store, session_factory, session_scope
@@ -94,3 +98,31 @@ def test_a_team_page_view_runs_a_fixed_number_of_statements_whatever_the_team_si
         for day in (dt.date(2025, 12, 2), dt.date(2026, 1, 1), MON_W03 + dt.timedelta(days=k)):
             upload(world, f"X{k:03d}", minutes_at(at(day, 9), 30, 20.0 + 10 * k))
     assert _team_page_statements(world, params) == TEAM_PAGE_STATEMENTS
+
+
+def test_days_of_several_workers_load_together_as_each_alone(tmp_path: Path):
+    # A view that meets a team's dirty days recomputes them all (load_workers_days): the inputs
+    # must be those of each worker loaded alone, whatever their time zones and days.
+    engine = open_store(f"sqlite:///{tmp_path / 'team.db'}")
+    paris, _ = add_worker_and_device(engine, "W017", timezone="Europe/Paris")
+    utc, _ = add_worker_and_device(engine, "W018", timezone="UTC")
+    with session_factory(engine)() as session:
+        # From 22:30 UTC on 2026-01-01: 23:30 in Paris, so 30 minutes on the 1st and 10 on the 2nd.
+        ingest_batch(session, "W017", minutes_batch(1, JAN1 + 22 * 3600 + 1800, 40), None, require_hmac=False)
+        ingest_batch(session, "W018", minutes_batch(1, JAN1 + 8 * 3600, 30, 50.0), None, require_hmac=False)
+    days = [dt.date(2026, 1, 1), dt.date(2026, 1, 2)]
+    wanted = {paris: (days, ZoneInfo("Europe/Paris")), utc: (days[:1], ZoneInfo("UTC"))}
+    with session_factory(engine)() as session:
+        together = exposure.load_workers_days(session, wanted)
+        for worker_id, (its_days, tz) in wanted.items():
+            alone = exposure.load_worker_days(session, worker_id, its_days, tz)
+            for a, b in zip(alone, together[worker_id], strict=True):
+                for field in dataclasses.fields(a):
+                    assert np.array_equal(getattr(a, field.name), getattr(b, field.name)), field.name
+        assert together[paris][0].day_index.tolist() == [0] * 30 + [1] * 10
+        assert len(together[utc][0].start_s) == 30
+        computed = exposure.recompute_workers_days(session, {w: d for w, (d, _) in wanted.items()})
+        assert [(r.worker_id, r.day) for r in computed[paris]] == [(paris, d) for d in days]
+        assert (
+            computed[utc][0].metrics == exposure.recompute_daily_exposure(session, utc, days[:1])[0].metrics
+        )
