@@ -133,3 +133,12 @@ def test_as_dict_by_hand_matches_dataclasses_asdict():
     assert day.as_dict()["switches"][0] is not day.switches[0]
     week = week_compliance([day, DayCompliance(tracked_min=5)])
     assert week.as_dict() == dataclasses.asdict(week)
+
+
+def test_a_day_without_segments_is_judged_the_same_without_its_minutes():
+    # The team page reads no minutes of a worked day without task segments (and no inference).
+    minutes = day([25.0] * 30 + [50.0] * 30)
+    policy = Policy(max_task_min=20, max_high_load_min=20)
+    without = day_compliance([], MinuteSeries.empty(), policy, TASKS)
+    assert day_compliance([], minutes, policy, TASKS).as_dict() == without.as_dict()
+    assert without.tracked_min == 0 and without.compliant

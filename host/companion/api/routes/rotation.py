@@ -415,17 +415,19 @@ def team_rotation_weeks(
     span_lo = min((b[0] for per_day in by_zone.values() for b in per_day.values()), default=0)
     span_hi = max((b[1] for per_day in by_zone.values() for b in per_day.values()), default=0)
     ids = [w.id for w in workers]
-    minutes_of: dict[int, list[Any]] = {i: [] for i in ids}
+    starts_of: dict[int, list[int]] = {i: [] for i in ids}
     segments_of: dict[int, list[TaskSegment]] = {i: [] for i in ids}
     buttons_of: dict[int, list[Event]] = {i: [] for i in ids}
+    m = MinuteSummary
     if ids:
-        m = MinuteSummary
-        for row in session.execute(
-            select(m.worker_id, m.start_s, m.worn_s, m.flexion_bins, m.activity_s)
+        # Which days were worked: the minutes' start times only (the index answers it); their
+        # histograms are read below only for days with task segments to judge.
+        for worker_id, start_s in session.execute(
+            select(m.worker_id, m.start_s)
             .where(m.worker_id.in_(ids), m.start_s >= span_lo, m.start_s < span_hi)
-            .order_by(m.worker_id, m.start_s, m.seq)
+            .order_by(m.worker_id, m.start_s)
         ):
-            minutes_of[row.worker_id].append(row)
+            starts_of[worker_id].append(start_s)
         for segment in session.scalars(
             select(TaskSegment)
             .where(TaskSegment.worker_id.in_(ids), TaskSegment.end_s > span_lo, TaskSegment.start_s < span_hi)
@@ -444,16 +446,15 @@ def team_rotation_weeks(
         ):
             buttons_of[event.worker_id].append(event)
 
-    compliance: dict[tuple[int, dt.date], Any] = {}  # worked days only
+    # Each worked day's segments (recorded, else from button presses); the days with none (and
+    # no inference asked) track no minute, so their compliance needs no minutes at all.
+    day_segments_of: dict[tuple[int, dt.date], list[Any]] = {}
     for worker in workers:
-        rows = minutes_of[worker.id]
-        starts = [r.start_s for r in rows]
+        starts = starts_of[worker.id]
         for day in days:
             t0, t1 = bounds[worker.id][day]
-            first, last = bisect.bisect_left(starts, t0), bisect.bisect_left(starts, t1)
-            if first == last:
+            if bisect.bisect_left(starts, t0) == bisect.bisect_left(starts, t1):
                 continue  # no minutes: not a worked day
-            minutes = rot.MinuteSeries.from_rows(rows[first:last])
             segments = [
                 rot.Segment(s.task_id, max(s.start_s, t0), min(s.end_s, t1), s.source)
                 for s in segments_of[worker.id]
@@ -465,10 +466,33 @@ def team_rotation_weeks(
                 ]
                 if events:
                     segments += rot.segments_from_button_events(events, t0, t1, sorted(tasks))
-            if not segments and infer:
-                segments = rot.infer_segments(minutes)
-            segments.sort(key=lambda s: s.start_s)
-            compliance[worker.id, day] = rot.day_compliance(segments, minutes, policy, tasks)
+            day_segments_of[worker.id, day] = segments
+    judged = [key for key, segments in day_segments_of.items() if segments or infer]
+    rows_of: dict[int, list[Any]] = {}
+    if judged:
+        judged_ids = sorted({w for w, _ in judged})
+        lo = min(bounds[w][d][0] for w, d in judged)
+        hi = max(bounds[w][d][1] for w, d in judged)
+        rows_of = {w: [] for w in judged_ids}
+        for row in session.execute(
+            select(m.worker_id, m.start_s, m.worn_s, m.flexion_bins, m.activity_s)
+            .where(m.worker_id.in_(judged_ids), m.start_s >= lo, m.start_s < hi)
+            .order_by(m.worker_id, m.start_s, m.seq)
+        ):
+            rows_of[row.worker_id].append(row)
+    row_starts = {w: [r.start_s for r in rows] for w, rows in rows_of.items()}
+    compliance: dict[tuple[int, dt.date], Any] = {}  # worked days only
+    for (worker_id, day), segments in day_segments_of.items():
+        minutes = rot.MinuteSeries.empty()  # the same answer as the day's minutes with no segment
+        if segments or infer:
+            t0, t1 = bounds[worker_id][day]
+            starts = row_starts[worker_id]
+            rows = rows_of[worker_id][bisect.bisect_left(starts, t0) : bisect.bisect_left(starts, t1)]
+            minutes = rot.MinuteSeries.from_rows(rows)
+        if not segments and infer:
+            segments = rot.infer_segments(minutes)
+        segments.sort(key=lambda s: s.start_s)
+        compliance[worker_id, day] = rot.day_compliance(segments, minutes, policy, tasks)
 
     policy_out = _policy_out(team_id, policy_row).model_dump()
     answers = []
