@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 import protocol
 from companion.rotation import (
+    DayCompliance,
     MinuteSeries,
     Policy,
     Segment,
@@ -119,3 +122,23 @@ def test_the_firmwares_double_presses_step_through_the_teams_tasks() -> None:
         (1, 90),
     ]
     assert all(a.task_id != b.task_id for a, b in zip(segments, segments[1:], strict=False))
+
+
+def test_as_dict_by_hand_matches_dataclasses_asdict():
+    # as_dict is written out by hand for speed (the team page calls it for eight weeks of
+    # worker-days): it must keep every field a new version of the dataclass adds.
+    day = DayCompliance(rotations_required=2, rotations_met=1, overdue_min=3, compliant=False)
+    day.switches.append({"time_s": 60, "from_task": 1, "to_task": 2, "changed": True})
+    assert day.as_dict() == dataclasses.asdict(day)
+    assert day.as_dict()["switches"][0] is not day.switches[0]
+    week = week_compliance([day, DayCompliance(tracked_min=5)])
+    assert week.as_dict() == dataclasses.asdict(week)
+
+
+def test_a_day_without_segments_is_judged_the_same_without_its_minutes():
+    # The team page reads no minutes of a worked day without task segments (and no inference).
+    minutes = day([25.0] * 30 + [50.0] * 30)
+    policy = Policy(max_task_min=20, max_high_load_min=20)
+    without = day_compliance([], MinuteSeries.empty(), policy, TASKS)
+    assert day_compliance([], minutes, policy, TASKS).as_dict() == without.as_dict()
+    assert without.tracked_min == 0 and without.compliant

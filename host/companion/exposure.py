@@ -416,14 +416,65 @@ def load_worker_days(
     session: Session, worker_id: int, days: Sequence[dt.date], tz: ZoneInfo
 ) -> tuple[MinuteArrays, BoutArrays, AlertArrays]:
     """The exposure inputs of one worker's `days` (sorted, distinct) from the store."""
-    lo, hi = day_bounds_s(days, tz)
-    t0, t1 = int(lo.min()), int(hi.max())
-    m = MinuteSummary
-    rows = session.execute(
-        select(m.start_s, m.worn_s, m.flexion_bins, m.inclination_bins, m.activity_s, m.longest_bout_s)
-        .where(m.worker_id == worker_id, m.start_s >= t0, m.start_s < t1)
-        .order_by(m.start_s, m.seq)
-    ).all()
+    return load_workers_days(session, {worker_id: (list(days), tz)})[worker_id]
+
+
+def load_workers_days(
+    session: Session, wanted: dict[int, tuple[list[dt.date], ZoneInfo]]
+) -> dict[int, tuple[MinuteArrays, BoutArrays, AlertArrays]]:
+    """load_worker_days for several workers (each: its sorted, distinct days and time zone) with
+    three queries per distinct span of days, not per worker: a dashboard view that meets a team's
+    days made dirty by uploads recomputes them all, and 25 wearers' statements made up most of
+    the team summary's time under load (bench/load.py)."""
+    bounds = {w: day_bounds_s(days, tz) for w, (days, tz) in wanted.items()}
+    by_span: dict[tuple[int, int], list[int]] = {}
+    for w, (lo, hi) in bounds.items():
+        by_span.setdefault((int(lo.min()), int(hi.max())), []).append(w)
+    out: dict[int, tuple[MinuteArrays, BoutArrays, AlertArrays]] = {}
+    for (t0, t1), ids in by_span.items():
+        m = MinuteSummary
+        minute_rows: dict[int, list[Any]] = {w: [] for w in ids}
+        for row in session.execute(
+            select(
+                m.worker_id,
+                m.start_s,
+                m.worn_s,
+                m.flexion_bins,
+                m.inclination_bins,
+                m.activity_s,
+                m.longest_bout_s,
+            )
+            .where(m.worker_id.in_(ids), m.start_s >= t0, m.start_s < t1)
+            .order_by(m.worker_id, m.start_s, m.seq)
+        ):
+            minute_rows[row[0]].append(row[1:])
+
+        def events(ids: list[int], t0: int, t1: int, rtype: str, *fields: str) -> dict[int, list[Any]]:
+            e = Event
+            cols = [e.fields[name].as_integer() for name in fields]
+            found: dict[int, list[Any]] = {w: [] for w in ids}
+            for row in session.execute(
+                select(e.worker_id, e.time_s, *cols)
+                .where(and_(e.worker_id.in_(ids), e.rtype == rtype, e.time_s >= t0, e.time_s < t1))
+                .order_by(e.worker_id, e.time_s, e.seq)
+            ):
+                found[row[0]].append(row[1:])
+            return found
+
+        bout_rows = events(ids, t0, t1, "bout", "duration_s", "mean_flexion_ddeg")
+        alert_rows = events(ids, t0, t1, "alert", "time_to_correct_s", "outcome")
+        for w in ids:
+            lo, hi = bounds[w]
+            out[w] = _worker_inputs(minute_rows[w], bout_rows[w], alert_rows[w], lo, hi)
+    return out
+
+
+def _worker_inputs(
+    rows: list[Any], bout_rows: list[Any], alert_rows: list[Any], lo: IntArray, hi: IntArray
+) -> tuple[MinuteArrays, BoutArrays, AlertArrays]:
+    """One worker's exposure inputs from its minute rows (start_s, worn_s, flexion_bins,
+    inclination_bins, activity_s, longest_bout_s) and event rows (time_s, field, field), each
+    sorted by time; what falls outside the days [lo, hi) is left out."""
     minutes = MinuteArrays.empty()
     if rows:
         start, worn, flex, incl, act, longest = zip(*rows, strict=True)
@@ -443,32 +494,17 @@ def load_worker_days(
             longest_bout_s=np.array(longest, dtype=np.int64)[ok],
         )
 
-    def events(rtype: str, *fields: str) -> tuple[IntArray, list[tuple[Any, ...]]]:
-        e = Event
-        cols = [e.fields[name].as_integer() for name in fields]
-        found = session.execute(
-            select(e.time_s, *cols)
-            .where(and_(e.worker_id == worker_id, e.rtype == rtype, e.time_s >= t0, e.time_s < t1))
-            .order_by(e.time_s, e.seq)
-        ).all()
-        if not found:
-            return np.zeros(0, np.int64), []
-        times, *columns = zip(*found, strict=True)
-        return np.array(times, dtype=np.int64), columns
-
     bouts = BoutArrays.empty()
-    t, columns = events("bout", "duration_s", "mean_flexion_ddeg")
-    if len(t):
-        duration, mean_ddeg = columns
-        day, ok = _assign_days(t, lo, hi)
+    if bout_rows:
+        times, duration, mean_ddeg = zip(*bout_rows, strict=True)
+        day, ok = _assign_days(np.array(times, dtype=np.int64), lo, hi)
         bouts = BoutArrays(
             day[ok], np.array(duration, np.int64)[ok], np.array(mean_ddeg, np.float64)[ok] / 10.0
         )
     alerts = AlertArrays.empty()
-    t, columns = events("alert", "time_to_correct_s", "outcome")
-    if len(t):
-        ttc, outcome = columns
-        day, ok = _assign_days(t, lo, hi)
+    if alert_rows:
+        times, ttc, outcome = zip(*alert_rows, strict=True)
+        day, ok = _assign_days(np.array(times, dtype=np.int64), lo, hi)
         alerts = AlertArrays(
             day[ok],
             np.array([np.nan if v is None else v for v in ttc], np.float64)[ok],
@@ -483,35 +519,55 @@ def recompute_daily_exposure(
     """Compute and save the daily exposure of one worker's `days`; returns the rows.
 
     Runs in the caller's transaction (flushes, does not commit)."""
-    wanted = sorted(set(days))
+    return recompute_workers_days(session, {worker_id: days}).get(worker_id, [])
+
+
+def recompute_workers_days(
+    session: Session, days_of: dict[int, Iterable[dt.date]]
+) -> dict[int, list[DailyExposure]]:
+    """recompute_daily_exposure for several workers, their inputs loaded together
+    (load_workers_days) and their rows read and written in one statement each.
+
+    Runs in the caller's transaction (flushes, does not commit)."""
+    wanted = {w: sorted(set(days)) for w, days in days_of.items()}
+    wanted = {w: days for w, days in wanted.items() if days}
     if not wanted:
-        return []
-    worker = session.get(Worker, worker_id)
-    if worker is None:
-        raise LookupError(f"no worker with id {worker_id}")
-    tz = ZoneInfo(worker.timezone or "UTC")
-    minutes, bouts, alerts = load_worker_days(session, worker_id, wanted, tz)
-    metrics = daily_exposure(minutes, bouts, alerts, len(wanted))
+        return {}
+    workers = {w.id: w for w in session.scalars(select(Worker).where(Worker.id.in_(list(wanted))))}
+    for worker_id in wanted:
+        if worker_id not in workers:
+            raise LookupError(f"no worker with id {worker_id}")
+    inputs = load_workers_days(
+        session, {w: (days, ZoneInfo(workers[w].timezone or "UTC")) for w, days in wanted.items()}
+    )
+    all_days = sorted({d for days in wanted.values() for d in days})
     existing = {
-        row.day: row
+        (row.worker_id, row.day): row
         for row in session.scalars(
-            select(DailyExposure).where(DailyExposure.worker_id == worker_id, DailyExposure.day.in_(wanted))
+            select(DailyExposure).where(
+                DailyExposure.worker_id.in_(list(wanted)), DailyExposure.day.in_(all_days)
+            )
         )
     }
     now = utc_now()
-    rows = []
-    for day, values in zip(wanted, metrics, strict=True):
-        row = existing.get(day)
-        if row is None:
-            row = DailyExposure(worker_id=worker_id, day=day)
-            session.add(row)
-        row.metrics = values
-        row.schema_version = SCHEMA_VERSION
-        row.dirty = False
-        row.computed_at = now
-        rows.append(row)
+    out: dict[int, list[DailyExposure]] = {}
+    for worker_id, days in wanted.items():
+        minutes, bouts, alerts = inputs[worker_id]
+        metrics = daily_exposure(minutes, bouts, alerts, len(days))
+        rows = []
+        for day, values in zip(days, metrics, strict=True):
+            row = existing.get((worker_id, day))
+            if row is None:
+                row = DailyExposure(worker_id=worker_id, day=day)
+                session.add(row)
+            row.metrics = values
+            row.schema_version = SCHEMA_VERSION
+            row.dirty = False
+            row.computed_at = now
+            rows.append(row)
+        out[worker_id] = rows
     session.flush()
-    return rows
+    return out
 
 
 def mark_dirty(session: Session, worker_days: Iterable[tuple[int, dt.date]]) -> None:
@@ -590,6 +646,7 @@ def refresh_stale(session: Session, worker_days: Iterable[tuple[int, dt.date]]) 
     for worker_id, day in worker_days:
         by_worker.setdefault(worker_id, set()).add(day)
     refreshed = 0
+    computing: dict[int, Iterable[dt.date]] = {}
     dialect = session.get_bind().dialect.name
     for worker_id in sorted(by_worker):
         days = sorted(by_worker[worker_id])
@@ -605,8 +662,11 @@ def refresh_stale(session: Session, worker_days: Iterable[tuple[int, dt.date]]) 
             stale = stale.with_for_update()
         to_compute = list(session.scalars(stale))
         if to_compute:
-            recompute_daily_exposure(session, worker_id, to_compute)
+            computing[worker_id] = to_compute
             refreshed += len(to_compute)
+    # Every worker's days locked first (above), then all read and computed together: the same
+    # guarantee, with a few statements in all instead of several per worker.
+    recompute_workers_days(session, computing)
     return refreshed
 
 
@@ -621,6 +681,5 @@ def recompute_dirty(session: Session) -> int:
     by_worker: dict[int, list[dt.date]] = {}
     for worker_id, day in rows:
         by_worker.setdefault(worker_id, []).append(day)
-    for worker_id, days in by_worker.items():
-        recompute_daily_exposure(session, worker_id, days)
+    recompute_workers_days(session, dict(by_worker))
     return len(rows)

@@ -20,14 +20,15 @@ from sqlalchemy.orm import Session
 import protocol
 from companion.api.deps import Principal, current_principal, get_session, visible_team
 from companion.api.routes.devices import device_out
-from companion.api.routes.exposure import get_timeline, team_summary, worker_days
-from companion.api.routes.rotation import parse_week, team_rotation, worker_rotation
+from companion.api.routes.exposure import get_timeline, summary_of_rows, team_days, team_workers, worker_days
+from companion.api.routes.rotation import parse_week, rotation_module, team_rotation_weeks, worker_rotation
 from companion.store.models import Device, Task, Team, Worker
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter(include_in_schema=False)
 
 TREND_WEEKS = 8  # the team page's week-by-week trend: the selected ISO week and the 7 before it
+WEEK = dt.timedelta(days=6)  # Monday to Sunday, both included
 LOAD_CLASSES = ("low", "medium", "high")
 
 
@@ -115,9 +116,14 @@ def team_page(
         raise
     hi = date_to or dt.date.today()
     lo = date_from or hi - dt.timedelta(days=27)
-    summary = team_summary(session, team_id, lo, hi)
-    workers = list(session.scalars(select(Worker).where(Worker.team_id == team_id).order_by(Worker.name)))
-    rows = worker_days(session, [w.id for w in workers], lo, hi)
+    monday = parse_week(week) if week else hi - dt.timedelta(days=hi.weekday())
+    weeks = [monday - dt.timedelta(weeks=k) for k in range(TREND_WEEKS - 1, -1, -1)]
+    workers = team_workers(session, team_id)
+    # The range's and the eight weeks' days from one load (worker_days recomputes the stale ones
+    # first), each summary cut from it: nine team_summary calls made this the slowest page.
+    all_rows = team_days(session, [w.id for w in workers], [(lo, hi), (weeks[0], weeks[-1] + WEEK)])
+    summary = summary_of_rows(team_id, workers, all_rows, lo, hi)
+    rows = [r for r in all_rows if lo <= r.day <= hi]
     # Trend: per day, the team's share of worn time above 20° (all its worker-days together).
     per_day: dict[dt.date, list[float]] = {}
     latest: dict[int, dt.date] = {}
@@ -136,15 +142,14 @@ def team_page(
         }
         for d, (a, w) in sorted(per_day.items())
     ]
-    monday = parse_week(week) if week else hi - dt.timedelta(days=hi.weekday())
-    weeks = [monday - dt.timedelta(weeks=k) for k in range(TREND_WEEKS - 1, -1, -1)]
+    rotation_weeks = _rotation_or_none(
+        lambda: {"weeks": team_rotation_weeks(rotation_module(), session, team_id, weeks, False)}
+    )
     week_trend = []
     compliance = None
-    for week_monday in weeks:
-        team_week = _rotation_or_none(
-            partial(team_rotation, team_id, iso_week(week_monday), False, principal, session)
-        )
-        exposure = team_summary(session, team_id, week_monday, week_monday + dt.timedelta(days=6))
+    for k, week_monday in enumerate(weeks):
+        team_week = rotation_weeks["weeks"][k] if rotation_weeks else None
+        exposure = summary_of_rows(team_id, workers, all_rows, week_monday, week_monday + WEEK)
         week_trend.append(week_row(week_monday, exposure, team_week))
         compliance = team_week  # the last: the selected week
     range_query = f"date_from={lo}&date_to={hi}"

@@ -76,6 +76,25 @@ def worker_days(
     )
 
 
+def team_days(
+    session: Session, worker_ids: list[int], ranges: list[tuple[dt.date, dt.date]]
+) -> list[DailyExposure]:
+    """worker_days over the union of several date ranges (inclusive), one call per run of
+    overlapping or adjacent ranges (so one for the team page's default range and its eight
+    weeks, without loading the years between a range and a week far from it); sorted by worker
+    then day, each worker-day once."""
+    merged: list[list[dt.date]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1] + dt.timedelta(days=1):
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    rows = [r for lo, hi in merged for r in worker_days(session, worker_ids, lo, hi)]
+    if len(merged) > 1:
+        rows.sort(key=lambda r: (r.worker_id, r.day))
+    return rows
+
+
 # Runs of a recompute that lost a race with uploads of the same days before the answer is a 503.
 REFRESH_ATTEMPTS = 3
 
@@ -232,9 +251,22 @@ def summarise(worker_id: int, name: str, days: list[DailyExposure]) -> TeamWorke
     )
 
 
+def team_workers(session: Session, team_id: int) -> list[Worker]:
+    """The team's workers in the order team summaries list them (by id)."""
+    return list(session.scalars(select(Worker).where(Worker.team_id == team_id).order_by(Worker.id)))
+
+
 def team_summary(session: Session, team_id: int, lo: dt.date, hi: dt.date) -> TeamSummaryOut:
-    workers = list(session.scalars(select(Worker).where(Worker.team_id == team_id).order_by(Worker.id)))
-    rows = worker_days(session, [w.id for w in workers], lo, hi)
+    workers = team_workers(session, team_id)
+    return summary_of_rows(team_id, workers, worker_days(session, [w.id for w in workers], lo, hi), lo, hi)
+
+
+def summary_of_rows(
+    team_id: int, workers: list[Worker], rows: list[DailyExposure], lo: dt.date, hi: dt.date
+) -> TeamSummaryOut:
+    """team_summary over rows already loaded by worker_days (sorted by worker then day), of a
+    range that may be wider than lo..hi: the team page sums eight weeks out of one load."""
+    rows = [r for r in rows if lo <= r.day <= hi]
     by_worker: dict[int, list[DailyExposure]] = {}
     for r in rows:
         by_worker.setdefault(r.worker_id, []).append(r)

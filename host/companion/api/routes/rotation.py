@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
 import importlib
@@ -9,6 +10,7 @@ import re
 from functools import lru_cache
 from types import ModuleType
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import Executable, bindparam, exists, select
@@ -26,6 +28,7 @@ from companion.api.deps import (
 )
 from companion.api.routes.exposure import day_bounds
 from companion.api.schemas import Day, Id, PolicyIn, PolicyOut, SegmentIn, SegmentOut, TaskIn, TaskOut
+from companion.exposure import day_bounds_s
 from companion.store.models import Event, MinuteSummary, RotationPolicy, Task, TaskSegment, Team, Worker
 
 router = APIRouter(tags=["rotation"])
@@ -386,31 +389,137 @@ def team_rotation(
     visible_team(session, principal, team_id)
     monday = parse_week(week)
     rot = rotation_module()
+    return team_rotation_weeks(rot, session, team_id, [monday], infer)[0]
+
+
+def team_rotation_weeks(
+    rot: ModuleType, session: Session, team_id: int, mondays: list[dt.date], infer: bool
+) -> list[dict[str, Any]]:
+    """GET /api/teams/{id}/rotation's answer for each ISO week starting on `mondays`, from one
+    set of queries (policy, tasks, workers, then the minutes, segments and button presses of the
+    whole span): the team page shows eight weeks, and a set of queries per worker-day made it the
+    slowest page under load (bench/load.py).  A day is worked when it has minutes, as in
+    worked_days; its segments and minutes are those day_segments reads."""
+    policy_row = session.scalar(select(RotationPolicy).where(RotationPolicy.team_id == team_id))
     policy, tasks = policy_and_tasks(rot, session, team_id)
-    workers_out = []
-    all_days = []
-    for worker in session.scalars(select(Worker).where(Worker.team_id == team_id).order_by(Worker.id)):
-        days = []
-        week_days = [monday + dt.timedelta(days=offset) for offset in range(7)]
-        for day, worked in zip(week_days, worked_days(session, worker, week_days), strict=True):
-            if worked:
-                days.append((day, day_compliance(rot, session, worker, day, policy, tasks, infer)))
-        all_days += [c for _, c in days]
-        workers_out.append(
+    workers = list(session.scalars(select(Worker).where(Worker.team_id == team_id).order_by(Worker.id)))
+    week_days = {monday: [monday + dt.timedelta(days=offset) for offset in range(7)] for monday in mondays}
+    days = sorted({day for week in week_days.values() for day in week})
+    # Each worker's local-day bounds, computed once per time zone (a team mostly shares one: per
+    # worker-day it was a fifth of the page's time); the span of all of them bounds the queries.
+    by_zone: dict[str, dict[dt.date, tuple[int, int]]] = {}
+    for zone in {w.timezone or "UTC" for w in workers}:
+        lo_s, hi_s = day_bounds_s(days, ZoneInfo(zone))
+        by_zone[zone] = dict(zip(days, zip(lo_s.tolist(), hi_s.tolist(), strict=True), strict=True))
+    bounds = {w.id: by_zone[w.timezone or "UTC"] for w in workers}
+    span_lo = min((b[0] for per_day in by_zone.values() for b in per_day.values()), default=0)
+    span_hi = max((b[1] for per_day in by_zone.values() for b in per_day.values()), default=0)
+    ids = [w.id for w in workers]
+    starts_of: dict[int, list[int]] = {i: [] for i in ids}
+    segments_of: dict[int, list[TaskSegment]] = {i: [] for i in ids}
+    buttons_of: dict[int, list[Event]] = {i: [] for i in ids}
+    m = MinuteSummary
+    if ids:
+        # Which days were worked: the minutes' start times only (the index answers it); their
+        # histograms are read below only for days with task segments to judge.
+        for worker_id, start_s in session.execute(
+            select(m.worker_id, m.start_s)
+            .where(m.worker_id.in_(ids), m.start_s >= span_lo, m.start_s < span_hi)
+            .order_by(m.worker_id, m.start_s)
+        ):
+            starts_of[worker_id].append(start_s)
+        for segment in session.scalars(
+            select(TaskSegment)
+            .where(TaskSegment.worker_id.in_(ids), TaskSegment.end_s > span_lo, TaskSegment.start_s < span_hi)
+            .order_by(TaskSegment.worker_id, TaskSegment.start_s)
+        ):
+            segments_of[segment.worker_id].append(segment)
+        for event in session.scalars(
+            select(Event)
+            .where(
+                Event.worker_id.in_(ids),
+                Event.rtype == "button",
+                Event.time_s >= span_lo,
+                Event.time_s < span_hi,
+            )
+            .order_by(Event.worker_id, Event.time_s, Event.seq)
+        ):
+            buttons_of[event.worker_id].append(event)
+
+    # Each worked day's segments (recorded, else from button presses); the days with none (and
+    # no inference asked) track no minute, so their compliance needs no minutes at all.
+    day_segments_of: dict[tuple[int, dt.date], list[Any]] = {}
+    for worker in workers:
+        starts = starts_of[worker.id]
+        for day in days:
+            t0, t1 = bounds[worker.id][day]
+            if bisect.bisect_left(starts, t0) == bisect.bisect_left(starts, t1):
+                continue  # no minutes: not a worked day
+            segments = [
+                rot.Segment(s.task_id, max(s.start_s, t0), min(s.end_s, t1), s.source)
+                for s in segments_of[worker.id]
+                if s.end_s > t0 and s.start_s < t1
+            ]
+            if not any(s.source == "button" for s in segments):
+                events = [
+                    {"time_s": e.time_s, **e.fields} for e in buttons_of[worker.id] if t0 <= e.time_s < t1
+                ]
+                if events:
+                    segments += rot.segments_from_button_events(events, t0, t1, sorted(tasks))
+            day_segments_of[worker.id, day] = segments
+    judged = [key for key, segments in day_segments_of.items() if segments or infer]
+    rows_of: dict[int, list[Any]] = {}
+    if judged:
+        judged_ids = sorted({w for w, _ in judged})
+        lo = min(bounds[w][d][0] for w, d in judged)
+        hi = max(bounds[w][d][1] for w, d in judged)
+        rows_of = {w: [] for w in judged_ids}
+        for row in session.execute(
+            select(m.worker_id, m.start_s, m.worn_s, m.flexion_bins, m.activity_s)
+            .where(m.worker_id.in_(judged_ids), m.start_s >= lo, m.start_s < hi)
+            .order_by(m.worker_id, m.start_s, m.seq)
+        ):
+            rows_of[row.worker_id].append(row)
+    row_starts = {w: [r.start_s for r in rows] for w, rows in rows_of.items()}
+    compliance: dict[tuple[int, dt.date], Any] = {}  # worked days only
+    for (worker_id, day), segments in day_segments_of.items():
+        minutes = rot.MinuteSeries.empty()  # the same answer as the day's minutes with no segment
+        if segments or infer:
+            t0, t1 = bounds[worker_id][day]
+            starts = row_starts[worker_id]
+            rows = rows_of[worker_id][bisect.bisect_left(starts, t0) : bisect.bisect_left(starts, t1)]
+            minutes = rot.MinuteSeries.from_rows(rows)
+        if not segments and infer:
+            segments = rot.infer_segments(minutes)
+        segments.sort(key=lambda s: s.start_s)
+        compliance[worker_id, day] = rot.day_compliance(segments, minutes, policy, tasks)
+
+    policy_out = _policy_out(team_id, policy_row).model_dump()
+    answers = []
+    for monday in mondays:
+        workers_out = []
+        all_days = []
+        for worker in workers:
+            worked = [
+                (d, compliance[worker.id, d]) for d in week_days[monday] if (worker.id, d) in compliance
+            ]
+            all_days += [c for _, c in worked]
+            workers_out.append(
+                {
+                    "worker_id": worker.id,
+                    "name": worker.name,
+                    "days": [{"date": d.isoformat(), **c.as_dict()} for d, c in worked],
+                    "week": rot.week_compliance([c for _, c in worked]).as_dict(),
+                }
+            )
+        iso = monday.isocalendar()
+        answers.append(
             {
-                "worker_id": worker.id,
-                "name": worker.name,
-                "days": [{"date": d.isoformat(), **c.as_dict()} for d, c in days],
-                "week": rot.week_compliance([c for _, c in days]).as_dict(),
+                "team_id": team_id,
+                "week": f"{iso.year}-W{iso.week:02d}",
+                "policy": policy_out,
+                "workers": workers_out,
+                "team": rot.week_compliance(all_days).as_dict(),
             }
         )
-    iso = monday.isocalendar()
-    return {
-        "team_id": team_id,
-        "week": f"{iso.year}-W{iso.week:02d}",
-        "policy": _policy_out(
-            team_id, session.scalar(select(RotationPolicy).where(RotationPolicy.team_id == team_id))
-        ).model_dump(),
-        "workers": workers_out,
-        "team": rot.week_compliance(all_days).as_dict(),
-    }
+    return answers
