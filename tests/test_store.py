@@ -127,6 +127,19 @@ def test_processes_opening_an_empty_store_at_once_migrate_it_once(db_url: str):
         e.dispose()
 
 
+def test_many_processes_opening_a_new_sqlite_file_at_once_all_get_it(tmp_path: Path):
+    """Each connection to a file switches it to WAL; SQLite refuses that switch at once (no busy
+    wait) while another connection reads the file, so `posture serve --workers N` starting on a
+    new store used to lose a worker now and then to "database is locked"."""
+    for attempt in range(15):
+        url = f"sqlite:///{tmp_path / f'new{attempt}.db'}"
+        with ThreadPoolExecutor(8) as pool:
+            engines = list(pool.map(open_store, [url] * 8))
+        assert all(at_head(e) for e in engines)
+        for e in engines:
+            e.dispose()
+
+
 # ---- constraints and round trips ----------------------------------------------------------------
 
 

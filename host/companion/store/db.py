@@ -12,6 +12,8 @@ migration scripts are ``host/companion/migrations``.  From a shell::
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -72,8 +74,25 @@ def _sqlite_file_on_connect(dbapi_connection: Any, record: Any) -> None:
     # WAL is a property of the file (kept once set; asking again is a no-op).  synchronous stays
     # FULL: a committed batch is acknowledged to the device, which then frees that flash.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.close()
+    try:
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            return
+        # Switching needs the file to itself, and SQLite answers "database is locked" at once
+        # (no busy wait) while another connection reads it: several processes opening a new
+        # store at the same moment do.  Try again until one of them has switched it.
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+        while True:
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.01)
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+    finally:
+        cursor.close()
 
 
 def lost_race(error: BaseException) -> bool:
