@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -26,7 +26,7 @@ from companion.ingest import ingest_batch
 from companion.store import Device, Team, Worker, open_store, session_factory, session_scope
 
 db_url = test_store.db_url
-world = test_dashboard_pages.world
+week_world = test_dashboard_pages.week_world  # this module's own instance: the test below adds to it
 rotation_week = test_dashboard_pages.rotation_week
 
 
@@ -84,8 +84,9 @@ def _team_page_statements(world: World, params: dict[str, str]) -> int:
 
 
 def test_a_team_page_view_runs_a_fixed_number_of_statements_whatever_the_team_size(
-    world: World, rotation_week: dict[str, int]
+    week_world: World, rotation_week: dict[str, int]
 ):
+    world = week_world
     params = {"date_from": "2025-12-22", "date_to": "2026-01-18", "week": "2026-W03"}
     assert _team_page_statements(world, params) == TEAM_PAGE_STATEMENTS
     # Four more wearers in team A, each with worked days in three of the eight weeks.
@@ -117,7 +118,7 @@ def test_days_of_several_workers_load_together_as_each_alone(tmp_path: Path):
         for worker_id, (its_days, tz) in wanted.items():
             alone = exposure.load_worker_days(session, worker_id, its_days, tz)
             for a, b in zip(alone, together[worker_id], strict=True):
-                for field in dataclasses.fields(a):
+                for field in dataclasses.fields(cast(Any, a)):
                     assert np.array_equal(getattr(a, field.name), getattr(b, field.name)), field.name
         assert together[paris][0].day_index.tolist() == [0] * 30 + [1] * 10
         assert len(together[utc][0].start_s) == 30

@@ -28,7 +28,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -447,7 +447,7 @@ def load_workers_days(
             .where(m.worker_id.in_(ids), m.start_s >= t0, m.start_s < t1)
             .order_by(m.worker_id, m.start_s, m.seq)
         ):
-            minute_rows[row[0]].append(row[1:])
+            minute_rows[cast(int, row[0])].append(row[1:])
 
         def events(ids: list[int], t0: int, t1: int, rtype: str, *fields: str) -> dict[int, list[Any]]:
             e = Event

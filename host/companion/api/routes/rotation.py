@@ -9,7 +9,7 @@ import importlib
 import re
 from functools import lru_cache
 from types import ModuleType
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
@@ -427,7 +427,7 @@ def team_rotation_weeks(
             .where(m.worker_id.in_(ids), m.start_s >= span_lo, m.start_s < span_hi)
             .order_by(m.worker_id, m.start_s)
         ):
-            starts_of[worker_id].append(start_s)
+            starts_of[cast(int, worker_id)].append(start_s)
         for segment in session.scalars(
             select(TaskSegment)
             .where(TaskSegment.worker_id.in_(ids), TaskSegment.end_s > span_lo, TaskSegment.start_s < span_hi)
@@ -444,7 +444,7 @@ def team_rotation_weeks(
             )
             .order_by(Event.worker_id, Event.time_s, Event.seq)
         ):
-            buttons_of[event.worker_id].append(event)
+            buttons_of[cast(int, event.worker_id)].append(event)
 
     # Each worked day's segments (recorded, else from button presses); the days with none (and
     # no inference asked) track no minute, so their compliance needs no minutes at all.
