@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import own_loop
 import pytest
 from test_ingest import JAN1, minutes_batch
 
@@ -58,7 +59,7 @@ def test_concurrent_uploads_hold_one_thread_at_a_time_on_sqlite(
             )
         return [a.status_code for a in answers]
 
-    assert asyncio.run(upload_many()) == [200] * 8
+    assert own_loop.run(upload_many()) == [200] * 8
     assert most == ingest_route.SQLITE_INGEST_SLOTS == 1
 
 
@@ -87,7 +88,7 @@ def test_an_upload_that_waits_too_long_for_a_slot_gets_a_503_with_retry_after(
                 *(client.post("/api/ingest", json=body, headers=headers) for _ in range(2))
             )
 
-    answers = asyncio.run(two_at_once())
+    answers = own_loop.run(two_at_once())
     assert sorted(a.status_code for a in answers) == [200, 503]
     busy = next(a for a in answers if a.status_code == 503)
     assert busy.headers["Retry-After"] == str(ingest_route.RETRY_AFTER_S)

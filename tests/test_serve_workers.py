@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import own_loop
 import pytest
 import sqlalchemy as sa
 from test_ingest import JAN1, KEY, minutes_batch
@@ -138,7 +139,7 @@ def test_concurrent_identical_and_overlapping_uploads_store_each_record_once(db_
     with posture_serve(db_url, workers=2) as base:
         token = add_wearers(db_url)
         batches = uploads()
-        answers = asyncio.run(upload_all(base, token, batches))
+        answers = own_loop.run(upload_all(base, token, batches))
 
     assert {status for status, _ in answers} == {200}, answers
     stored_by_device: dict[str, int] = {}
@@ -194,7 +195,7 @@ def test_the_sync_agent_sends_a_batch_again_after_a_503s_retry_after():
         async def send() -> UploadResult:
             return await upload("C001", b"frames", b"mac")
 
-        result = asyncio.run(send())
+        result = own_loop.run(send())
     finally:
         server.shutdown()
     assert (result.stored, result.duplicates) == (3, 1)
