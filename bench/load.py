@@ -38,7 +38,8 @@ import sqlalchemy as sa
 from bench import BenchResult
 from bench.databases import env_int, percentiles_ms, postgres_schema, postgres_server_url
 from bench.ingest import device_day_records
-from bench.load_server import KEY, World, make_world, posture_serve
+from bench.load_server import World, make_world, posture_serve
+from bench.scale_data import KEY
 from companion.ingest import batch_mac
 from companion.store import Device, MinuteSummary, Record, make_engine
 

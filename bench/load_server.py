@@ -15,12 +15,11 @@ from pathlib import Path
 
 import httpx
 
+from bench.scale_data import teams_of_wearers
 from companion import auth
-from companion.store import Device, Organisation, Team, Worker, open_store, session_scope
+from companion.store import open_store, session_scope
 
 REPO = Path(__file__).resolve().parent.parent
-TEAM_SIZE = 25
-KEY = bytes(range(32))
 START_TIMEOUT_S = 90
 
 
@@ -38,16 +37,7 @@ def make_world(url: str, agents: int) -> World:
     of TEAM_SIZE), an agent token per wearer and an ergonomist looking after every team."""
     engine = open_store(url)
     with session_scope(engine) as session:
-        org = Organisation(name="load")
-        teams = [Team(organisation=org, name=f"line {t}") for t in range(-(-agents // TEAM_SIZE))]
-        devices = [
-            Device(
-                device_id=f"L{i:04d}", key=KEY, worker=Worker(team=teams[i // TEAM_SIZE], name=f"W{i:04d}")
-            )
-            for i in range(agents)
-        ]
-        session.add_all(devices)
-        session.flush()
+        teams, devices = teams_of_wearers(session, agents, "load", "L")
         tokens = [auth.issue_agent_token(session, f"agent {i}") for i in range(agents)]
         user = auth.create_user(
             session,

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 import protocol
 from companion import exposure
@@ -66,18 +67,25 @@ class Wearers:
     device_pks: list[int]  # device_pks[i] is worn by worker_ids[i]
 
 
+def teams_of_wearers(session: Session, n: int, org_name: str, prefix: str) -> tuple[list[Team], list[Device]]:
+    """`n` wearers (a worker each, wearing device `<prefix>00042` with KEY) in teams of TEAM_SIZE
+    of one organisation, flushed: their ids are set."""
+    org = Organisation(name=org_name)
+    teams = [Team(organisation=org, name=f"team {t:04d}") for t in range(-(-n // TEAM_SIZE))]
+    devices = [
+        Device(
+            device_id=f"{prefix}{i:05d}", key=KEY, worker=Worker(team=teams[i // TEAM_SIZE], name=f"W{i:05d}")
+        )
+        for i in range(n)
+    ]
+    session.add_all(devices)
+    session.flush()
+    return teams, devices
+
+
 def add_wearers(engine: Engine, n: int) -> Wearers:
     with session_scope(engine) as session:
-        org = Organisation(name="scale")
-        teams = [Team(organisation=org, name=f"team {t:04d}") for t in range(-(-n // TEAM_SIZE))]
-        devices = [
-            Device(
-                device_id=f"S{i:05d}", key=KEY, worker=Worker(team=teams[i // TEAM_SIZE], name=f"W{i:05d}")
-            )
-            for i in range(n)
-        ]
-        session.add_all(devices)
-        session.flush()
+        teams, devices = teams_of_wearers(session, n, "scale", "S")
         return Wearers([t.id for t in teams], [d.worker_id or 0 for d in devices], [d.id for d in devices])
 
 
@@ -154,13 +162,14 @@ def _bulk_writer(engine: Engine) -> Iterator[tuple[Any, Writer]]:
     raw = engine.raw_connection()
     try:
         driver = raw.driver_connection
+        assert driver is not None
         if engine.dialect.name == "postgresql":
 
             def write(table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
                 with (
                     driver.cursor() as cur,
                     cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
-                ):  # type: ignore[union-attr]
+                ):
                     for row in rows:
                         copy.write_row(row)
 
